@@ -1,0 +1,74 @@
+"""Shared fixtures: a real PostgreSQL for every test, never a mock.
+
+One embedded server per test session (or the server in ``DATABASE_URL`` when set);
+each test that needs the schema gets its own freshly created and migrated database,
+so tests cannot see each other's rows and can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from sandbox.postgres import EmbeddedPostgres
+from worker.db import connect, create_pool
+from worker.engine import TransferEngine
+from worker.retry import RetryPolicy
+from worker.schema import migrate
+from worker.settings import Backend, Settings
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of a PostgreSQL server whose user may CREATE DATABASE."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedPostgres() as pg:
+        yield pg.url
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A new, empty database for this test; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(server_url)
+    info["dbname"] = name
+    yield psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings pointing at this test's migrated database."""
+    settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=20)
+    with connect(settings) as conn:
+        migrate(conn, Backend.POSTGRES)
+    return settings
+
+
+@pytest.fixture
+def pool(settings: Settings) -> Iterator[ConnectionPool[Any]]:
+    """An open connection pool on the test database."""
+    with create_pool(settings) as pool:
+        yield pool
+
+
+@pytest.fixture
+def engine(pool: ConnectionPool[Any]) -> TransferEngine:
+    """A transfer engine with the default retry policy."""
+    return TransferEngine(pool, RetryPolicy())
+

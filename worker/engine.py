@@ -1,0 +1,341 @@
+"""The transfer: its SQL, top to bottom, and the retry loop around it.
+
+A committed, uncontended transfer costs two network round trips, both in psycopg
+pipeline mode:
+
+1. ``BEGIN ISOLATION LEVEL REPEATABLE READ`` + read any earlier result for this
+   ``transfer_id`` + the two balance updates (lower account id first, so crossing
+   transfers cannot deadlock on PostgreSQL), then one sync.
+2. Insert the result row + ``COMMIT``, then one sync.
+
+The balance checks happen in Python between the two, on the rows the updates
+returned: payer missing, payee missing, or the payer's balance gone negative all roll
+back and record a rejection instead. The result row is written in the same transaction
+as the money movement, so a transfer and its outcome commit together or not at all;
+that makes the whole thing idempotent by ``transfer_id`` without an in-progress
+marker that a crashed worker could leave behind.
+
+Conflicts (DSQL reports them at COMMIT, PostgreSQL at the UPDATE) and connection
+faults are retried with backoff within :class:`~worker.retry.RetryPolicy`; a transfer
+that runs out raises a :class:`~worker.errors.RetryableTransferError` and has not
+been applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+import psycopg
+import structlog
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from worker.contract import TransferRequest, fits_numeric, rejection_reason
+from worker.db import purge_broken
+from worker.errors import ConflictRetriesExhausted, DatabaseUnavailable
+from worker.outcomes import Reason, Status, TransferResult
+from worker.retry import Fault, RetryPolicy, classify
+
+log = structlog.get_logger(__name__)
+
+Connection = psycopg.Connection[Any]
+
+RESULT_COLUMNS: LiteralString = (
+    "transfer_id, payer_id, payee_id, amount, status, reason, payer_balance,"
+    " attempts, transaction_ms, enqueued_at, completed_at"
+)
+
+# --- round trip 1: earlier outcome? then move the money ----------------------------
+
+SELECT_RESULT: LiteralString = (
+    "SELECT " + RESULT_COLUMNS + " FROM transfer_results WHERE transfer_id = %(transfer_id)s"
+)
+
+DEBIT: LiteralString = """
+    UPDATE accounts SET balance = balance - %(amount)s
+    WHERE id = %(payer_id)s
+    RETURNING balance
+"""
+
+CREDIT: LiteralString = """
+    UPDATE accounts SET balance = balance + %(amount)s
+    WHERE id = %(payee_id)s
+    RETURNING balance
+"""
+
+# --- round trip 2: record the outcome with the money movement, then COMMIT ----------
+
+INSERT_RESULT: LiteralString = (
+    "INSERT INTO transfer_results (" + RESULT_COLUMNS + ") VALUES ("
+    " %(transfer_id)s, %(payer_id)s, %(payee_id)s, %(amount)s, %(status)s, %(reason)s,"
+    " %(payer_balance)s, %(attempts)s, %(transaction_ms)s, %(enqueued_at)s, %(completed_at)s)"
+)
+
+# --- a rejection is recorded on its own, first writer wins ---------------------------
+
+INSERT_REJECTION: LiteralString = (
+    INSERT_RESULT + " ON CONFLICT (transfer_id) DO NOTHING RETURNING transfer_id"
+)
+
+
+class _Raced(Exception):
+    """The result row appeared between our snapshot and our insert; read it next time."""
+
+
+Step = Callable[[Connection, int], "TransferResult | Reason"]
+
+
+class TransferEngine:
+    """Applies :class:`TransferRequest` values to the database, each exactly once.
+
+    Thread-safe: every call borrows its own connection from the pool.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Connection],
+        policy: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._pool = pool
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+
+    def apply(
+        self, request: TransferRequest, *, enqueued_at: datetime | None = None
+    ) -> TransferResult:
+        """Apply ``request`` once, or report the result an earlier delivery recorded.
+
+        Returns a committed or rejected :class:`TransferResult` (``duplicate=True`` when
+        the outcome was already recorded). Raises
+        :class:`~worker.errors.RetryableTransferError` when conflicts or connection
+        faults outlast the retry policy; nothing is applied in that case.
+        """
+        reason = rejection_reason(request)
+        if reason is not None:
+            return self._run(request, self._recorder(request, reason, enqueued_at), enqueued_at)
+        return self._run(request, self._transferrer(request, enqueued_at), enqueued_at)
+
+    # --- the retry loop ---------------------------------------------------------------
+
+    def _run(
+        self, request: TransferRequest, step: Step, enqueued_at: datetime | None
+    ) -> TransferResult:
+        policy = self._policy
+        started = time.monotonic()
+        deadline = started + policy.budget_s
+        attempt = 1
+        while True:
+            try:
+                with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.001)) as conn:
+                    outcome = step(conn, attempt)
+                if isinstance(outcome, TransferResult):
+                    return outcome
+                # A business rule failed inside the transaction (which rolled back):
+                # record the rejection in its own transaction, same attempt count.
+                step = self._recorder(request, outcome, enqueued_at, attempts=attempt)
+                continue
+            except Exception as exc:
+                fault = Fault.CONFLICT if isinstance(exc, _Raced) else classify(exc)
+                if fault is None:
+                    raise
+                elapsed = time.monotonic() - started
+                log.debug(
+                    "transfer attempt failed",
+                    transfer_id=str(request.transfer_id),
+                    attempt=attempt,
+                    fault=fault.value,
+                    sqlstate=getattr(exc, "sqlstate", None),
+                )
+                if fault is Fault.CONNECTION:
+                    self._purge()
+                if attempt >= policy.max_attempts or time.monotonic() >= deadline:
+                    error = (
+                        ConflictRetriesExhausted if fault is Fault.CONFLICT else DatabaseUnavailable
+                    )
+                    raise error(
+                        f"transfer {request.transfer_id} not applied after {attempt} attempts "
+                        f"in {elapsed:.3f}s ({fault.value}: {type(exc).__name__})",
+                        attempts=attempt,
+                        elapsed_s=elapsed,
+                    ) from exc
+                self._sleep(min(policy.backoff_s(attempt), max(deadline - time.monotonic(), 0)))
+                attempt += 1
+
+    def _purge(self) -> None:
+        try:
+            purge_broken(self._pool)
+        except Exception:
+            log.debug("pool check failed", exc_info=True)
+
+    # --- the transfer transaction -------------------------------------------------------
+
+    def _transferrer(self, request: TransferRequest, enqueued_at: datetime | None) -> Step:
+        params: dict[str, Any] = {
+            "transfer_id": request.transfer_id,
+            "payer_id": request.payer_id,
+            "payee_id": request.payee_id,
+            "amount": request.amount,
+        }
+        payer_first = request.payer_id < request.payee_id
+
+        def transfer(conn: Connection, attempt: int) -> TransferResult | Reason:
+            started = time.perf_counter()
+            try:
+                with conn.pipeline():
+                    earlier = conn.execute(SELECT_RESULT, params)
+                    first = conn.execute(DEBIT if payer_first else CREDIT, params)
+                    second = conn.execute(CREDIT if payer_first else DEBIT, params)
+            except pg_errors.NumericValueOutOfRange:
+                conn.rollback()
+                return Reason.BALANCE_OVERFLOW
+            debit, credit = (first, second) if payer_first else (second, first)
+
+            row = earlier.fetchone()
+            if row is not None:
+                conn.rollback()
+                return _repeat(request, row, attempt)
+            payer = debit.fetchone()
+            payee = credit.fetchone()
+            reason = (
+                Reason.PAYER_NOT_FOUND
+                if payer is None
+                else Reason.PAYEE_NOT_FOUND
+                if payee is None
+                else Reason.INSUFFICIENT_FUNDS
+                if payer[0] < 0
+                else None
+            )
+            if reason is not None:
+                conn.rollback()
+                return reason
+
+            result = TransferResult(
+                transfer_id=request.transfer_id,
+                payer_id=request.payer_id,
+                payee_id=request.payee_id,
+                amount=request.amount,
+                status=Status.COMMITTED,
+                reason=None,
+                payer_balance=payer[0],  # type: ignore[index]
+                attempts=attempt,
+                transaction_ms=(time.perf_counter() - started) * 1000,
+                enqueued_at=enqueued_at,
+                completed_at=datetime.now(UTC),
+            )
+            with conn.pipeline():
+                conn.execute(INSERT_RESULT, _row_params(result))
+                conn.commit()
+            return result
+
+        return transfer
+
+    # --- a rejection --------------------------------------------------------------------
+
+    def _recorder(
+        self,
+        request: TransferRequest,
+        reason: Reason,
+        enqueued_at: datetime | None,
+        *,
+        attempts: int | None = None,
+    ) -> Step:
+        def record(conn: Connection, attempt: int) -> TransferResult:
+            result = TransferResult(
+                transfer_id=request.transfer_id,
+                payer_id=request.payer_id,
+                payee_id=request.payee_id,
+                amount=request.amount if fits_numeric(request.amount) else None,
+                status=Status.REJECTED,
+                reason=reason,
+                payer_balance=None,
+                attempts=attempts or attempt,
+                transaction_ms=None,
+                enqueued_at=enqueued_at,
+                completed_at=datetime.now(UTC),
+            )
+            with conn.pipeline():
+                earlier = conn.execute(SELECT_RESULT, {"transfer_id": request.transfer_id})
+                inserted = conn.execute(INSERT_REJECTION, _row_params(result))
+                conn.commit()
+            if inserted.fetchone() is not None:
+                return result
+            row = earlier.fetchone()
+            if row is None:
+                raise _Raced
+            return _repeat(request, row, attempt)
+
+        return record
+
+
+def _row_params(result: TransferResult) -> dict[str, Any]:
+    return {
+        "transfer_id": result.transfer_id,
+        "payer_id": result.payer_id,
+        "payee_id": result.payee_id,
+        "amount": result.amount,
+        "status": result.status.value,
+        "reason": result.reason.value if result.reason else None,
+        "payer_balance": result.payer_balance,
+        "attempts": result.attempts,
+        "transaction_ms": result.transaction_ms,
+        "enqueued_at": result.enqueued_at,
+        "completed_at": result.completed_at,
+    }
+
+
+def result_from_row(row: tuple[Any, ...]) -> TransferResult:
+    """A :class:`TransferResult` from a row selected with :data:`RESULT_COLUMNS`."""
+    (transfer_id, payer_id, payee_id, amount, status, reason,
+     payer_balance, attempts, transaction_ms, enqueued_at, completed_at) = row  # fmt: skip
+    return TransferResult(
+        transfer_id=transfer_id,
+        payer_id=payer_id,
+        payee_id=payee_id,
+        amount=amount,
+        status=Status(status),
+        reason=Reason(reason) if reason else None,
+        payer_balance=payer_balance,
+        attempts=attempts,
+        transaction_ms=transaction_ms,
+        enqueued_at=enqueued_at,
+        completed_at=completed_at,
+    )
+
+
+def _repeat(request: TransferRequest, row: tuple[Any, ...], attempt: int) -> TransferResult:
+    """The first recorded result, or ``conflicting_duplicate`` if the content differs."""
+    first = result_from_row(row)
+    if _same_content(first, request):
+        return first.as_duplicate()
+    return TransferResult(
+        transfer_id=request.transfer_id,
+        payer_id=request.payer_id,
+        payee_id=request.payee_id,
+        amount=request.amount if fits_numeric(request.amount) else None,
+        status=Status.REJECTED,
+        reason=Reason.CONFLICTING_DUPLICATE,
+        payer_balance=None,
+        attempts=attempt,
+        transaction_ms=None,
+        enqueued_at=None,
+        completed_at=datetime.now(UTC),
+        duplicate=True,
+    )
+
+
+def _same_content(first: TransferResult, request: TransferRequest) -> bool:
+    if (first.payer_id, first.payee_id) != (request.payer_id, request.payee_id):
+        return False
+    if first.amount is None:
+        # Recorded as an unrepresentable invalid_amount; any unrepresentable amount
+        # under the same id is the same (rejected) request.
+        return not fits_numeric(request.amount)
+    return first.amount == request.amount and fits_numeric(request.amount)
+
+
+__all__ = ["TransferEngine", "result_from_row"]

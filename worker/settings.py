@@ -1,0 +1,99 @@
+"""Every knob of the processor, read from the environment in one place.
+
+Nothing else in the code base reads ``os.environ``: the worker, the producer, the
+Lambda handler and the demo all take a :class:`Settings`. The README documents each
+field as a table; keep the two in step (``tests/test_settings.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Backend(StrEnum):
+    """Which database dialect the DDL and the connection factory target."""
+
+    POSTGRES = "postgres"
+    DSQL = "dsql"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- database -----------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="libpq URL of a plain PostgreSQL (local runs, tests, docker compose).",
+    )
+    dsql_endpoint: str | None = Field(
+        default=None,
+        description="Aurora DSQL cluster endpoint, e.g. abc123.dsql.us-east-1.on.aws. "
+        "Takes precedence over DATABASE_URL.",
+    )
+    aws_region: str | None = Field(
+        default=None,
+        description="Region of the DSQL cluster; parsed from the endpoint when unset.",
+    )
+    dsql_user: str = Field(
+        default="admin",
+        description="Database role. 'admin' signs DbConnectAdmin tokens, others DbConnect.",
+    )
+    dsql_sslrootcert: str = Field(
+        default="system",
+        description="CA bundle for sslmode=verify-full; 'system' uses the OS trust store.",
+    )
+    pool_min_size: int = Field(default=2, ge=0, description="Connections kept open.")
+    pool_max_size: int = Field(default=10, ge=1, description="Upper bound on connections.")
+    pool_max_lifetime_s: float = Field(
+        default=3000.0,
+        gt=0,
+        lt=3600,
+        description="Retire a connection after this long (psycopg_pool jitters it by -5%); "
+        "must stay under DSQL's 60-minute connection cap.",
+    )
+    pool_max_idle_s: float = Field(default=600.0, gt=0, description="Close idle extras.")
+    pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest wait for a pooled connection."
+    )
+    connect_timeout_s: int = Field(default=10, ge=1, description="TCP + TLS + auth timeout.")
+
+    # --- transfer retry policy ----------------------------------------------------
+    max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="Attempts per transfer for OCC conflicts and connection faults; "
+        "1 disables retry (the workshop's chapter 04).",
+    )
+    retry_budget_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Wall-clock budget per transfer across all attempts; keep it well "
+        "under the SQS visibility timeout.",
+    )
+    backoff_base_ms: float = Field(default=2.0, gt=0, description="First backoff cap.")
+    backoff_max_ms: float = Field(default=200.0, gt=0, description="Largest backoff cap.")
+
+    # --- logging --------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="structlog level name.")
+    log_format: str = Field(default="json", description="'json' or 'console'.")
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
+        return self
+
+    @property
+    def backend(self) -> Backend:
+        """DSQL when an endpoint is configured, plain PostgreSQL otherwise."""
+        return Backend.DSQL if self.dsql_endpoint else Backend.POSTGRES
