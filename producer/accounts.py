@@ -60,7 +60,9 @@ def reset_accounts(
     report = on_progress or (lambda _rows: None)
 
     with connect(settings) as conn:
-        result_ids = [r[0] for r in conn.execute("SELECT transfer_id FROM transfer_results ORDER BY 1")]
+        result_ids = [
+            r[0] for r in conn.execute("SELECT transfer_id FROM transfer_results ORDER BY 1")
+        ]
         account_ids = [r[0] for r in conn.execute("SELECT id FROM accounts ORDER BY 1")]
         conn.execute("DELETE FROM ledger_baseline")
         conn.commit()
@@ -98,7 +100,8 @@ def reset_accounts(
     baseline = Baseline(accounts, balance, balance * accounts)
     with connect(settings) as conn:
         conn.execute(
-            "INSERT INTO ledger_baseline (id, accounts, initial_balance, expected_total, created_at)"
+            "INSERT INTO ledger_baseline"
+            " (id, accounts, initial_balance, expected_total, created_at)"
             " VALUES (1, %s, %s, %s, %s)",
             (accounts, balance, baseline.expected_total, datetime.now(UTC)),
         )

@@ -138,7 +138,7 @@ def _ensure_unprivileged_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "-M", name], check=True)  # noqa: S607
+        subprocess.run(["useradd", "--system", "-M", name], check=True)  # noqa: S603, S607
 
 
 def main() -> None:

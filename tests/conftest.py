@@ -71,4 +71,3 @@ def pool(settings: Settings) -> Iterator[ConnectionPool[Any]]:
 def engine(pool: ConnectionPool[Any]) -> TransferEngine:
     """A transfer engine with the default retry policy."""
     return TransferEngine(pool, RetryPolicy())
-

@@ -34,7 +34,9 @@ class NotConfigured(RuntimeError):
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # DSQL only offers snapshot isolation; asking for it explicitly makes PostgreSQL
-    # behave the same way (REPEATABLE READ), so tests see the same anomalies.
+    # behave the same way (REPEATABLE READ), so tests see the same anomalies. Pooled
+    # connections are in autocommit mode and their users write
+    # "BEGIN ISOLATION LEVEL REPEATABLE READ" themselves (see worker.engine).
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
 
 
@@ -85,7 +87,11 @@ def create_pool(
     max_size: int | None = None,
     name: str = "transfers",
 ) -> ConnectionPool[psycopg.Connection[Any]]:
-    """An unopened pool; call ``open(wait=True)`` or use it as a context manager."""
+    """An unopened pool of autocommit connections; ``open(wait=True)`` or ``with`` it.
+
+    Autocommit, because psycopg would otherwise send its implicit BEGIN in a round
+    trip of its own; the engine puts BEGIN and COMMIT in its pipeline batches instead.
+    """
     common: dict[str, Any] = {
         "min_size": settings.pool_min_size if min_size is None else min_size,
         "max_size": settings.pool_max_size if max_size is None else max_size,
@@ -101,7 +107,7 @@ def create_pool(
 
         # The connector's connection class generates a new IAM token in connect().
         pool: ConnectionPool[psycopg.Connection[Any]] = create_dsql_pool(
-            settings.dsql_endpoint, kwargs=_dsql_kwargs(settings), **common
+            settings.dsql_endpoint, kwargs={**_dsql_kwargs(settings), "autocommit": True}, **common
         )
         return pool
     return ConnectionPool(
@@ -109,6 +115,7 @@ def create_pool(
         kwargs={
             "connect_timeout": settings.connect_timeout_s,
             "application_name": APPLICATION_NAME,
+            "autocommit": True,
         },
         **common,
     )

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, LiteralString
 
 import psycopg
@@ -47,6 +49,10 @@ RESULT_COLUMNS: LiteralString = (
     "transfer_id, payer_id, payee_id, amount, status, reason, payer_balance,"
     " attempts, transaction_ms, enqueued_at, completed_at"
 )
+
+BEGIN: LiteralString = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+COMMIT: LiteralString = "COMMIT"
+ROLLBACK: LiteralString = "ROLLBACK"
 
 # --- round trip 1: earlier outcome? then move the money ----------------------------
 
@@ -85,13 +91,16 @@ class _Raced(Exception):
     """The result row appeared between our snapshot and our insert; read it next time."""
 
 
-Step = Callable[[Connection, int], "TransferResult | Reason"]
+Step = Callable[[Connection, int], TransferResult]
 
 
 class TransferEngine:
     """Applies :class:`TransferRequest` values to the database, each exactly once.
 
-    Thread-safe: every call borrows its own connection from the pool.
+    Thread-safe: every call borrows its own connection from the pool. The pool's
+    connections must be in autocommit mode (see :func:`worker.db.create_pool`): the
+    engine writes ``BEGIN`` and ``COMMIT`` itself so that they travel in the same
+    pipeline batch as the statements around them.
     """
 
     def __init__(
@@ -117,14 +126,12 @@ class TransferEngine:
         """
         reason = rejection_reason(request)
         if reason is not None:
-            return self._run(request, self._recorder(request, reason, enqueued_at), enqueued_at)
-        return self._run(request, self._transferrer(request, enqueued_at), enqueued_at)
+            return self._run(request, partial(_record_only, request, reason, enqueued_at))
+        return self._run(request, partial(_transfer, request, enqueued_at))
 
     # --- the retry loop ---------------------------------------------------------------
 
-    def _run(
-        self, request: TransferRequest, step: Step, enqueued_at: datetime | None
-    ) -> TransferResult:
+    def _run(self, request: TransferRequest, step: Step) -> TransferResult:
         policy = self._policy
         started = time.monotonic()
         deadline = started + policy.budget_s
@@ -132,13 +139,7 @@ class TransferEngine:
         while True:
             try:
                 with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.001)) as conn:
-                    outcome = step(conn, attempt)
-                if isinstance(outcome, TransferResult):
-                    return outcome
-                # A business rule failed inside the transaction (which rolled back):
-                # record the rejection in its own transaction, same attempt count.
-                step = self._recorder(request, outcome, enqueued_at, attempts=attempt)
-                continue
+                    return step(conn, attempt)
             except Exception as exc:
                 fault = Fault.CONFLICT if isinstance(exc, _Raced) else classify(exc)
                 if fault is None:
@@ -172,35 +173,39 @@ class TransferEngine:
         except Exception:
             log.debug("pool check failed", exc_info=True)
 
-    # --- the transfer transaction -------------------------------------------------------
 
-    def _transferrer(self, request: TransferRequest, enqueued_at: datetime | None) -> Step:
-        params: dict[str, Any] = {
-            "transfer_id": request.transfer_id,
-            "payer_id": request.payer_id,
-            "payee_id": request.payee_id,
-            "amount": request.amount,
-        }
-        payer_first = request.payer_id < request.payee_id
+# --- one attempt of a transfer: two round trips ----------------------------------------
 
-        def transfer(conn: Connection, attempt: int) -> TransferResult | Reason:
-            started = time.perf_counter()
-            try:
-                with conn.pipeline():
-                    earlier = conn.execute(SELECT_RESULT, params)
-                    first = conn.execute(DEBIT if payer_first else CREDIT, params)
-                    second = conn.execute(CREDIT if payer_first else DEBIT, params)
-            except pg_errors.NumericValueOutOfRange:
-                conn.rollback()
-                return Reason.BALANCE_OVERFLOW
+
+def _transfer(
+    request: TransferRequest, enqueued_at: datetime | None, conn: Connection, attempt: int
+) -> TransferResult:
+    params: dict[str, Any] = {
+        "transfer_id": request.transfer_id,
+        "payer_id": request.payer_id,
+        "payee_id": request.payee_id,
+        "amount": request.amount,
+    }
+    payer_first = request.payer_id < request.payee_id
+    started = time.perf_counter()
+    with conn.pipeline() as pipeline:
+        # Round trip 1: the pipeline's explicit sync.
+        conn.execute(BEGIN)
+        earlier = conn.execute(SELECT_RESULT, params)
+        first = conn.execute(DEBIT if payer_first else CREDIT, params)
+        second = conn.execute(CREDIT if payer_first else DEBIT, params)
+        try:
+            pipeline.sync()
+        except pg_errors.NumericValueOutOfRange:
+            # The credit would overflow numeric(18,6).
+            reason: Reason | None = Reason.BALANCE_OVERFLOW
+        else:
             debit, credit = (first, second) if payer_first else (second, first)
-
             row = earlier.fetchone()
             if row is not None:
-                conn.rollback()
+                conn.execute(ROLLBACK)
                 return _repeat(request, row, attempt)
-            payer = debit.fetchone()
-            payee = credit.fetchone()
+            payer, payee = debit.fetchone(), credit.fetchone()
             reason = (
                 Reason.PAYER_NOT_FOUND
                 if payer is None
@@ -210,10 +215,12 @@ class TransferEngine:
                 if payer[0] < 0
                 else None
             )
-            if reason is not None:
-                conn.rollback()
-                return reason
-
+        # Round trip 2: everything below is sent by the sync when the block exits.
+        if reason is not None:
+            conn.execute(ROLLBACK)
+            rejection = _queue_rejection(conn, request, reason, enqueued_at, attempt)
+        else:
+            assert payer is not None  # for mypy: reason is None only with both rows
             result = TransferResult(
                 transfer_id=request.transfer_id,
                 payer_id=request.payer_id,
@@ -221,55 +228,75 @@ class TransferEngine:
                 amount=request.amount,
                 status=Status.COMMITTED,
                 reason=None,
-                payer_balance=payer[0],  # type: ignore[index]
+                payer_balance=payer[0],
                 attempts=attempt,
                 transaction_ms=(time.perf_counter() - started) * 1000,
                 enqueued_at=enqueued_at,
                 completed_at=datetime.now(UTC),
             )
-            with conn.pipeline():
-                conn.execute(INSERT_RESULT, _row_params(result))
-                conn.commit()
+            conn.execute(INSERT_RESULT, _row_params(result))
+            conn.execute(COMMIT)
             return result
+    return rejection.outcome(request, attempt)
 
-        return transfer
 
-    # --- a rejection --------------------------------------------------------------------
+def _record_only(
+    request: TransferRequest,
+    reason: Reason,
+    enqueued_at: datetime | None,
+    conn: Connection,
+    attempt: int,
+) -> TransferResult:
+    """A request rejected before touching any account: one round trip to record it."""
+    with conn.pipeline():
+        rejection = _queue_rejection(conn, request, reason, enqueued_at, attempt)
+    return rejection.outcome(request, attempt)
 
-    def _recorder(
-        self,
-        request: TransferRequest,
-        reason: Reason,
-        enqueued_at: datetime | None,
-        *,
-        attempts: int | None = None,
-    ) -> Step:
-        def record(conn: Connection, attempt: int) -> TransferResult:
-            result = TransferResult(
-                transfer_id=request.transfer_id,
-                payer_id=request.payer_id,
-                payee_id=request.payee_id,
-                amount=request.amount if fits_numeric(request.amount) else None,
-                status=Status.REJECTED,
-                reason=reason,
-                payer_balance=None,
-                attempts=attempts or attempt,
-                transaction_ms=None,
-                enqueued_at=enqueued_at,
-                completed_at=datetime.now(UTC),
-            )
-            with conn.pipeline():
-                earlier = conn.execute(SELECT_RESULT, {"transfer_id": request.transfer_id})
-                inserted = conn.execute(INSERT_REJECTION, _row_params(result))
-                conn.commit()
-            if inserted.fetchone() is not None:
-                return result
-            row = earlier.fetchone()
-            if row is None:
-                raise _Raced
-            return _repeat(request, row, attempt)
 
-        return record
+@dataclass(frozen=True, slots=True)
+class _PendingRejection:
+    """A queued rejection insert; read its outcome once the pipeline has synced."""
+
+    result: TransferResult
+    earlier: psycopg.Cursor[Any]
+    inserted: psycopg.Cursor[Any]
+
+    def outcome(self, request: TransferRequest, attempt: int) -> TransferResult:
+        if self.inserted.fetchone() is not None:
+            return self.result
+        row = self.earlier.fetchone()
+        if row is None:
+            raise _Raced
+        return _repeat(request, row, attempt)
+
+
+def _queue_rejection(
+    conn: Connection,
+    request: TransferRequest,
+    reason: Reason,
+    enqueued_at: datetime | None,
+    attempt: int,
+) -> _PendingRejection:
+    """Queue the recording of a rejection unless the transfer_id already has a result
+    (first writer wins: ON CONFLICT DO NOTHING, and the earlier row is read back)."""
+    result = TransferResult(
+        transfer_id=request.transfer_id,
+        payer_id=request.payer_id,
+        payee_id=request.payee_id,
+        amount=request.amount if fits_numeric(request.amount) else None,
+        status=Status.REJECTED,
+        reason=reason,
+        payer_balance=None,
+        attempts=attempt,
+        transaction_ms=None,
+        enqueued_at=enqueued_at,
+        completed_at=datetime.now(UTC),
+    )
+    conn.execute(BEGIN)
+    earlier = conn.execute(SELECT_RESULT, {"transfer_id": request.transfer_id})
+    inserted = conn.execute(INSERT_REJECTION, _row_params(result))
+    conn.execute(COMMIT)
+    return _PendingRejection(result, earlier, inserted)
 
 
 def _row_params(result: TransferResult) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from enum import Enum
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from worker.settings import Settings
 
@@ -38,6 +38,8 @@ def classify(exc: BaseException) -> Fault | None:
     """The kind of transient fault ``exc`` is, or None when retrying cannot help."""
     if isinstance(exc, PoolTimeout):
         return Fault.CONNECTION
+    if isinstance(exc, PoolClosed):
+        return None  # we are shutting down: retrying would only delay the exit
     if not isinstance(exc, psycopg.Error):
         return None
     sqlstate = exc.sqlstate
