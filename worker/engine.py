@@ -24,7 +24,8 @@ been applied.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -188,56 +189,108 @@ def _transfer(
     }
     payer_first = request.payer_id < request.payee_id
     started = time.perf_counter()
-    with conn.pipeline() as pipeline:
-        # Round trip 1: the pipeline's explicit sync.
-        conn.execute(BEGIN)
-        earlier = conn.execute(SELECT_RESULT, params)
-        first = conn.execute(DEBIT if payer_first else CREDIT, params)
-        second = conn.execute(CREDIT if payer_first else DEBIT, params)
-        try:
+    try:
+        with _pipeline(conn) as pipeline:
+            # Round trip 1: the explicit sync.
+            conn.execute(BEGIN)
+            earlier = conn.execute(SELECT_RESULT, params)
+            first = conn.execute(DEBIT if payer_first else CREDIT, params)
+            second = conn.execute(CREDIT if payer_first else DEBIT, params)
             pipeline.sync()
-        except pg_errors.NumericValueOutOfRange:
-            # The credit would overflow numeric(18,6).
-            reason: Reason | None = Reason.BALANCE_OVERFLOW
-        else:
             debit, credit = (first, second) if payer_first else (second, first)
-            row = earlier.fetchone()
-            if row is not None:
-                conn.execute(ROLLBACK)
-                return _repeat(request, row, attempt)
-            payer, payee = debit.fetchone(), credit.fetchone()
-            reason = (
-                Reason.PAYER_NOT_FOUND
-                if payer is None
-                else Reason.PAYEE_NOT_FOUND
-                if payee is None
-                else Reason.INSUFFICIENT_FUNDS
-                if payer[0] < 0
-                else None
-            )
-        # Round trip 2: everything below is sent by the sync when the block exits.
-        if reason is not None:
-            conn.execute(ROLLBACK)
-            rejection = _queue_rejection(conn, request, reason, enqueued_at, attempt)
-        else:
-            assert payer is not None  # for mypy: reason is None only with both rows
-            result = TransferResult(
-                transfer_id=request.transfer_id,
-                payer_id=request.payer_id,
-                payee_id=request.payee_id,
-                amount=request.amount,
-                status=Status.COMMITTED,
-                reason=None,
-                payer_balance=payer[0],
-                attempts=attempt,
-                transaction_ms=(time.perf_counter() - started) * 1000,
-                enqueued_at=enqueued_at,
-                completed_at=datetime.now(UTC),
-            )
-            conn.execute(INSERT_RESULT, _row_params(result))
-            conn.execute(COMMIT)
-            return result
-    return rejection.outcome(request, attempt)
+            outcome = _decide(
+                request, earlier, debit, credit,
+                attempt=attempt, started=started, enqueued_at=enqueued_at,
+            )  # fmt: skip
+            # Round trip 2: what is queued now goes out with the sync on leaving.
+            pending = _queue_finish(conn, request, outcome, enqueued_at, attempt)
+    except pg_errors.NumericValueOutOfRange:
+        # The credit would overflow numeric(18,6): rare enough to pay a round trip.
+        conn.execute(ROLLBACK)
+        return _record_only(request, Reason.BALANCE_OVERFLOW, enqueued_at, conn, attempt)
+    if pending is not None:
+        return pending.outcome(request, attempt)
+    assert isinstance(outcome, TransferResult)  # a Reason always leaves a pending record
+    return outcome
+
+
+@contextmanager
+def _pipeline(conn: Connection) -> Iterator[psycopg.Pipeline]:
+    """``conn.pipeline()`` that re-raises a failed statement's own error, quietly.
+
+    psycopg may raise a statement's error at any later ``execute`` or at the sync. If
+    it escapes the pipeline block, psycopg's exit trips over the aborted statements
+    still queued and logs a spurious "error ignored terminating" warning; catching it
+    inside and re-raising after the exit keeps the logs for real problems. The
+    caller's pool rolls back the failed transaction.
+    """
+    failure: psycopg.Error | None = None
+    try:
+        with conn.pipeline() as pipeline:
+            try:
+                yield pipeline
+            except psycopg.Error as exc:
+                failure = exc
+    except pg_errors.PipelineAborted:
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure
+
+
+def _queue_finish(
+    conn: Connection,
+    request: TransferRequest,
+    outcome: TransferResult | Reason,
+    enqueued_at: datetime | None,
+    attempt: int,
+) -> _PendingRejection | None:
+    """Queue COMMIT with the result row, or ROLLBACK (plus the rejection's record)."""
+    if isinstance(outcome, Reason):
+        conn.execute(ROLLBACK)
+        return _queue_rejection(conn, request, outcome, enqueued_at, attempt)
+    if outcome.duplicate:
+        conn.execute(ROLLBACK)
+    else:
+        conn.execute(INSERT_RESULT, _row_params(outcome))
+        conn.execute(COMMIT)
+    return None
+
+
+def _decide(
+    request: TransferRequest,
+    earlier: psycopg.Cursor[Any],
+    debit: psycopg.Cursor[Any],
+    credit: psycopg.Cursor[Any],
+    *,
+    attempt: int,
+    started: float,
+    enqueued_at: datetime | None,
+) -> TransferResult | Reason:
+    """After round trip 1: the earlier result, a rejection reason, or the result to commit."""
+    row = earlier.fetchone()
+    if row is not None:
+        return _repeat(request, row, attempt)
+    payer, payee = debit.fetchone(), credit.fetchone()
+    if payer is None:
+        return Reason.PAYER_NOT_FOUND
+    if payee is None:
+        return Reason.PAYEE_NOT_FOUND
+    if payer[0] < 0:
+        return Reason.INSUFFICIENT_FUNDS
+    return TransferResult(
+        transfer_id=request.transfer_id,
+        payer_id=request.payer_id,
+        payee_id=request.payee_id,
+        amount=request.amount,
+        status=Status.COMMITTED,
+        reason=None,
+        payer_balance=payer[0],
+        attempts=attempt,
+        transaction_ms=(time.perf_counter() - started) * 1000,
+        enqueued_at=enqueued_at,
+        completed_at=datetime.now(UTC),
+    )
 
 
 def _record_only(
@@ -248,7 +301,7 @@ def _record_only(
     attempt: int,
 ) -> TransferResult:
     """A request rejected before touching any account: one round trip to record it."""
-    with conn.pipeline():
+    with _pipeline(conn):
         rejection = _queue_rejection(conn, request, reason, enqueued_at, attempt)
     return rejection.outcome(request, attempt)
 

@@ -74,7 +74,7 @@ class RetryPolicy:
     transactions that conflicted with each other, so they do not collide again.
     """
 
-    max_attempts: int = 10
+    max_attempts: int = 30
     budget_s: float = 15.0
     base_s: float = 0.002
     cap_s: float = 0.2

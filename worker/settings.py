@@ -69,7 +69,7 @@ class Settings(BaseSettings):
 
     # --- transfer retry policy ----------------------------------------------------
     max_attempts: int = Field(
-        default=10,
+        default=30,
         ge=1,
         description="Attempts per transfer for OCC conflicts and connection faults; "
         "1 disables retry (the workshop's chapter 04).",
