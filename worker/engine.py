@@ -417,5 +417,3 @@ def _same_content(first: TransferResult, request: TransferRequest) -> bool:
         return not fits_numeric(request.amount)
     return first.amount == request.amount and fits_numeric(request.amount)
 
-
-__all__ = ["TransferEngine", "result_from_row"]

@@ -83,6 +83,57 @@ class Settings(BaseSettings):
     backoff_base_ms: float = Field(default=2.0, gt=0, description="First backoff cap.")
     backoff_max_ms: float = Field(default=200.0, gt=0, description="Largest backoff cap.")
 
+    # --- SQS ---------------------------------------------------------------------------
+    # The endpoint override is the AWS SDK's own: AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL
+    # (moto or ElasticMQ locally); boto3 reads it, so it is not a field here.
+    queue_url: str | None = Field(default=None, description="Transfer queue URL.")
+    queue_name: str | None = Field(
+        default=None, description="Transfer queue name, resolved to a URL when QUEUE_URL is unset."
+    )
+    dlq_url: str | None = Field(
+        default=None,
+        description="Dead-letter queue for malformed messages. Unset: malformed messages stay "
+        "on the queue until its redrive policy moves them.",
+    )
+    worker_concurrency: int | None = Field(
+        default=None, ge=1, description="Transfers in flight per process; default POOL_MAX_SIZE."
+    )
+    receive_wait_s: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait.")
+    visibility_timeout_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=43200,
+        description="Visibility timeout to assume and extend by; default: read from the queue.",
+    )
+    retry_visibility_s: int = Field(
+        default=2,
+        ge=0,
+        le=900,
+        description="First backoff before a transiently failed message is redelivered; "
+        "doubles per receive, capped at 5 minutes.",
+    )
+    drain_timeout_s: float = Field(
+        default=25.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight transfers may finish (under ECS's 30 s).",
+    )
+    health_file: str = Field(
+        default="/tmp/transfer-worker.alive",  # noqa: S108 - a liveness marker, not a secret
+        description="File the worker touches while healthy; `python -m worker health` reads it.",
+    )
+    health_max_age_s: float = Field(
+        default=60.0, gt=0, description="Older heartbeat than this means unhealthy."
+    )
+    metrics_interval_s: float = Field(
+        default=10.0, gt=0, description="Period of the aggregated CloudWatch EMF metrics line."
+    )
+    metrics_namespace: str = Field(default="DsqlTransfers", description="EMF metric namespace.")
+    lambda_reserve_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="Lambda: do not start a record with less remaining time than this.",
+    )
+
     # --- logging --------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="structlog level name.")
     log_format: str = Field(default="json", description="'json' or 'console'.")
@@ -92,6 +143,11 @@ class Settings(BaseSettings):
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
         return self
+
+    @property
+    def concurrency(self) -> int:
+        """Transfers run at once per process: one per pooled connection by default."""
+        return self.worker_concurrency or self.pool_max_size
 
     @property
     def backend(self) -> Backend:
