@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from sandbox.postgres import EmbeddedPostgres
+from sandbox.sqs import LocalSqs, Queues
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
 from worker.retry import RetryPolicy
@@ -71,3 +72,27 @@ def pool(settings: Settings) -> Iterator[ConnectionPool[Any]]:
 def engine(pool: ConnectionPool[Any]) -> TransferEngine:
     """A transfer engine with the default retry policy."""
     return TransferEngine(pool, RetryPolicy())
+
+
+@pytest.fixture(scope="session")
+def local_sqs() -> Iterator[LocalSqs]:
+    """moto's SQS server on loopback, shared by the session (queues are per test)."""
+    with LocalSqs() as sqs:
+        yield sqs
+
+
+@pytest.fixture
+def queues(local_sqs: LocalSqs, monkeypatch: pytest.MonkeyPatch) -> Queues:
+    """A fresh transfer queue + DLQ (visibility 30 s, redrive after 5 receives); the
+    environment points boto3 at the local server."""
+    for key, value in local_sqs.env().items():
+        monkeypatch.setenv(key, value)
+    return local_sqs.create_queues(f"transfers-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def sqs_settings(settings: Settings, queues: Queues) -> Settings:
+    """Database and queue settings for this test."""
+    return settings.model_copy(
+        update={"queue_url": queues.queue_url, "dlq_url": queues.dlq_url, "receive_wait_s": 1}
+    )

@@ -116,6 +116,10 @@ def create_pool(
             "connect_timeout": settings.connect_timeout_s,
             "application_name": APPLICATION_NAME,
             "autocommit": True,
+            # PostgreSQL blocks on row locks where DSQL would fail at COMMIT; without
+            # a bound, one held lock could outlast the retry budget and the message's
+            # visibility. 55P03 is then retried like a conflict.
+            "options": f"-c lock_timeout={int(settings.retry_budget_s * 1000)}",
         },
         **common,
     )

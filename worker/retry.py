@@ -22,8 +22,9 @@ class Fault(Enum):
     """A transient failure: nothing was applied, the same transfer may run again."""
 
     CONFLICT = "conflict"
-    """OCC conflict (40001 incl. DSQL OC000/OC001), deadlock (40P01), or a concurrent
-    insert of the same transfer_id (23505 on the results key)."""
+    """OCC conflict (40001 incl. DSQL OC000/OC001), deadlock (40P01), a lock wait past
+    lock_timeout (55P03, PostgreSQL only), or a concurrent insert of the same
+    transfer_id (23505 on the results key)."""
     CONNECTION = "connection"
     """The connection broke, the server restarted or refused us: retry on a new one."""
 
@@ -31,7 +32,8 @@ class Fault(Enum):
 # 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
 # 53300 too_many_connections, 53400 DSQL's connection-rate limit.
 _CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "53400"})
-_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+# 55P03 lock_not_available: PostgreSQL's lock_timeout (see worker.db), never on DSQL.
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 
 def classify(exc: BaseException) -> Fault | None:

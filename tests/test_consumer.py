@@ -1,0 +1,307 @@
+"""The SQS consumer against moto's HTTP server and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from producer.accounts import reset_accounts
+from producer.audit import run_audit
+from sandbox.sqs import LocalSqs, Queues
+from worker.consumer import Consumer, ConsumerConfig
+from worker.contract import TransferRequest, encode_body
+from worker.db import connect
+from worker.processing import Handled, Message
+from worker.service import Service, build
+from worker.settings import Settings
+
+
+@contextmanager
+def running(
+    settings: Settings, *, visibility_timeout_s: int = 30
+) -> Iterator[tuple[Consumer, Service]]:
+    """A consumer running in a background thread; drained and closed on exit."""
+    service = build(settings, service_name="test-worker")
+    assert service.queue_url is not None
+    config = ConsumerConfig(
+        queue_url=service.queue_url,
+        visibility_timeout_s=visibility_timeout_s,
+        concurrency=settings.concurrency,
+        receive_wait_s=settings.receive_wait_s,
+        retry_visibility_s=settings.retry_visibility_s,
+        drain_timeout_s=10,
+    )
+    consumer = Consumer(config, service.client, service.processor, service.dead_letters)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        yield consumer, service
+    finally:
+        consumer.stop()
+        thread.join(30)
+        service.close()
+
+
+def send(local_sqs: LocalSqs, url: str, bodies: list[str]) -> None:
+    client = local_sqs.client()
+    for start in range(0, len(bodies), 10):
+        entries = [
+            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
+        ]
+        response = client.send_message_batch(QueueUrl=url, Entries=entries)
+        assert not response.get("Failed")
+
+
+def body(payer: int, payee: int, amount: str, transfer_id: uuid.UUID | None = None) -> str:
+    return encode_body(payer, payee, Decimal(amount), transfer_id or uuid.uuid4())
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def result_count(settings: Settings) -> int:
+    with connect(settings) as conn:
+        row = conn.execute("SELECT count(*) FROM transfer_results").fetchone()
+    return int(row[0]) if row else 0
+
+
+def queue_depth(local_sqs: LocalSqs, url: str) -> int:
+    attrs = local_sqs.client().get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def drain_queue(local_sqs: LocalSqs, url: str) -> list[dict[str, Any]]:
+    client = local_sqs.client()
+    found: list[dict[str, Any]] = []
+    while True:
+        messages = client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            return found
+        found.extend(messages)
+
+
+@pytest.fixture
+def funded(sqs_settings: Settings) -> Settings:
+    """Accounts 1..20 with 100 each, plus queue settings."""
+    reset_accounts(sqs_settings, 20, Decimal(100))
+    return sqs_settings
+
+
+def test_batch_of_transfers_is_applied_and_deleted(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """Every received transfer gets a result and its message is deleted."""
+    bodies = [body(1 + i % 19, 2 + i % 19, "1.25") for i in range(60)]
+    with running(funded):
+        send(local_sqs, queues.queue_url, bodies)
+        wait_for(lambda: result_count(funded) == 60)
+        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+    with connect(funded) as conn:
+        report = run_audit(conn)
+    assert report.violations == []
+    assert report.committed_transfers == 60
+
+
+def test_enqueued_at_is_the_sqs_sent_timestamp(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """The stored enqueued_at comes from SQS's SentTimestamp, before completed_at."""
+    before = time.time()
+    tid = uuid.uuid4()
+    with running(funded):
+        send(local_sqs, queues.queue_url, [body(1, 2, "1", tid)])
+        wait_for(lambda: result_count(funded) == 1)
+    with connect(funded) as conn:
+        row = conn.execute(
+            "SELECT enqueued_at, completed_at FROM transfer_results WHERE transfer_id = %s", (tid,)
+        ).fetchone()
+    assert row is not None
+    enqueued, completed = row
+    assert before - 1 <= enqueued.timestamp() <= completed.timestamp()
+
+
+def test_malformed_messages_go_to_the_dlq_with_their_error(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """Unparseable bodies are moved to the DLQ with an error attribute, then deleted."""
+    bad = ["not json", '{"payer_id": "1", "payee_id": 2, "amount": "1"}', '{"payer_id": 1}']
+    with running(funded):
+        send(local_sqs, queues.queue_url, [*bad, body(1, 2, "1")])
+        wait_for(lambda: result_count(funded) == 1)
+        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+    dead = drain_queue(local_sqs, queues.dlq_url)
+    assert sorted(m["Body"] for m in dead) == sorted(bad)
+    errors = {m["Body"]: m["MessageAttributes"]["error"]["StringValue"] for m in dead}
+    assert "not valid JSON" in errors["not json"]
+    assert "payer_id" in errors['{"payer_id": "1", "payee_id": 2, "amount": "1"}']
+    assert "payee_id" in errors['{"payer_id": 1}']
+    assert all(m["MessageAttributes"]["source_message_id"]["StringValue"] for m in dead)
+
+
+def test_duplicate_message_is_applied_once(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """Two messages with one transfer_id move money once; both are acknowledged."""
+    tid = uuid.uuid4()
+    with running(funded):
+        send(local_sqs, queues.queue_url, [body(3, 4, "10", tid), body(3, 4, "10", tid)])
+        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+    with connect(funded) as conn:
+        balances = dict(
+            conn.execute("SELECT id, balance FROM accounts WHERE id IN (3, 4)").fetchall()
+        )
+    assert balances == {3: Decimal(90), 4: Decimal(110)}
+    assert result_count(funded) == 1
+
+
+def test_message_without_transfer_id_uses_the_message_id(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """A body without transfer_id is keyed by its SQS message id."""
+    client = local_sqs.client()
+    sent = client.send_message(
+        QueueUrl=queues.queue_url,
+        MessageBody=json.dumps({"payer_id": 5, "payee_id": 6, "amount": 2}),
+    )
+    with running(funded):
+        wait_for(lambda: result_count(funded) == 1)
+    with connect(funded) as conn:
+        row = conn.execute("SELECT transfer_id FROM transfer_results").fetchone()
+    assert row is not None
+    assert str(row[0]) == sent["MessageId"]
+
+
+def test_message_abandoned_by_a_crashed_worker_is_redelivered(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """A message received but never deleted comes back after its visibility timeout."""
+    client = local_sqs.client()
+    tid = uuid.uuid4()
+    send(local_sqs, queues.queue_url, [body(7, 8, "5", tid)])
+    taken = client.receive_message(QueueUrl=queues.queue_url, VisibilityTimeout=2)["Messages"]
+    assert len(taken) == 1  # the "crashed worker" holds it and never deletes it
+    with running(funded):
+        time.sleep(1)
+        assert result_count(funded) == 0, "invisible while the first receiver holds it"
+        wait_for(lambda: result_count(funded) == 1, timeout=15)
+        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+
+
+def test_transient_failure_leaves_message_for_redelivery(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues, server_url: str
+) -> None:
+    """When the transfer cannot run (row locked past the budget) the message comes back."""
+    settings = funded.model_copy(update={"retry_budget_s": 0.5, "retry_visibility_s": 1})
+    tid = uuid.uuid4()
+    applied: list[str] = []
+    with psycopg.connect(settings.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
+        blocker.execute("SET lock_timeout = 0")
+        blocker.execute("SELECT 1 FROM accounts WHERE id = 9 FOR UPDATE")
+        with running(settings) as (_, service):
+            original = service.processor.apply
+
+            def counting(message: Message, request: TransferRequest) -> Handled:
+                handled = original(message, request)
+                applied.append(handled.disposition.value)
+                return handled
+
+            service.processor.apply = counting  # type: ignore[method-assign]
+            with service.pool.connection() as conn:
+                conn.execute("SELECT 1")
+            send(local_sqs, queues.queue_url, [body(9, 10, "1", tid)])
+            wait_for(lambda: "retry" in applied)
+            blocker.rollback()
+            wait_for(lambda: result_count(settings) == 1, timeout=20)
+            wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+    assert applied[0] == "retry"
+    assert applied[-1] == "ack"
+
+
+def test_slow_transfer_keeps_its_message_invisible(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """The heartbeat extends visibility, so a transfer slower than the timeout runs once."""
+    settings = funded.model_copy(update={"retry_budget_s": 30})
+    seen: list[str] = []
+    with psycopg.connect(settings.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
+        blocker.execute("SELECT 1 FROM accounts WHERE id = 11 FOR UPDATE")
+        with running(settings, visibility_timeout_s=2) as (_, service):
+            original = service.processor.parse
+
+            def recording(message: Message) -> TransferRequest | Handled:
+                seen.append(message.message_id)
+                return original(message)
+
+            service.processor.parse = recording  # type: ignore[method-assign]
+            send(local_sqs, queues.queue_url, [body(11, 12, "1")])
+            wait_for(lambda: len(seen) == 1)
+            time.sleep(5)  # 2.5 visibility timeouts while the row lock blocks the transfer
+            blocker.rollback()
+            wait_for(lambda: result_count(settings) == 1)
+            wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+    assert len(seen) == 1, "the message was redelivered while still being processed"
+
+
+def test_one_blocked_transfer_does_not_stall_the_others(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """Receiving continues while a transfer is stuck: no wait for the whole batch."""
+    with psycopg.connect(funded.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
+        blocker.execute("SELECT 1 FROM accounts WHERE id = 13 FOR UPDATE")
+        with running(funded.model_copy(update={"retry_budget_s": 30})):
+            send(local_sqs, queues.queue_url, [body(13, 14, "1")])
+            time.sleep(0.5)
+            send(
+                local_sqs, queues.queue_url, [body(1 + i % 10, 2 + i % 10, "1") for i in range(30)]
+            )
+            wait_for(lambda: result_count(funded) == 30)
+            blocker.rollback()
+            wait_for(lambda: result_count(funded) == 31)
+
+
+def test_transfers_on_one_account_never_run_concurrently(
+    funded: Settings, local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """Inside one process, two transfers sharing an account never overlap."""
+    active: set[int] = set()
+    overlaps: list[int] = []
+    lock = threading.Lock()
+    with running(funded.model_copy(update={"worker_concurrency": 8})) as (_, service):
+        original = service.processor.apply
+
+        def exclusive(message: Message, request: TransferRequest) -> Handled:
+            keys = {request.payer_id, request.payee_id}
+            with lock:
+                overlaps.extend(keys & active)
+                active.update(keys)
+            try:
+                time.sleep(0.005)
+                return original(message, request)
+            finally:
+                with lock:
+                    active.difference_update(keys)
+
+        service.processor.apply = exclusive  # type: ignore[method-assign]
+        send(local_sqs, queues.queue_url, [body(1 + i % 4, 2 + i % 4, "0.5") for i in range(80)])
+        wait_for(lambda: result_count(funded) == 80)
+    assert overlaps == []
