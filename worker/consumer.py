@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from worker.contract import TransferRequest
-from worker.processing import Disposition, Handled, Message, Processor
+from worker.processing import Disposition, Handled, Message, Processor, exclusive_keys
 from worker.scheduler import AccountScheduler
 from worker.sqs import BATCH, Acknowledger, DeadLetters
 
@@ -81,6 +81,7 @@ class Consumer:
         self._scheduler: AccountScheduler[_Held] = AccountScheduler()
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
+        self._failed_groups: set[str | None] = set()
         self._room = threading.Condition()
         self._stopping = threading.Event()
         self._capacity = config.concurrency * PREFETCH
@@ -200,7 +201,10 @@ class Consumer:
         held = _Held(message, parsed)
         with self._held_lock:
             self._held[message.receipt_handle] = held
-        self._scheduler.put(held, {parsed.payer_id, parsed.payee_id})
+            # SQS hands out a FIFO group again only once nothing of it is in flight,
+            # so a fresh receive restarts the group after an earlier failure.
+            self._failed_groups.discard(message.group_id)
+        self._scheduler.put(held, exclusive_keys(message, parsed))
 
     # --- executors ------------------------------------------------------------------------
 
@@ -212,8 +216,16 @@ class Consumer:
                     return
                 continue
             held = slot.job
+            group = held.message.group_id
             try:
+                if group is not None and group in self._failed_groups:
+                    # An earlier message of this FIFO group failed: applying this one
+                    # now would reorder the group. Hand it back untouched.
+                    self._acks.change_visibility(held.message, 0)
+                    continue
                 handled = self._processor.apply(held.message, held.request)
+                if group is not None and handled.disposition is Disposition.RETRY:
+                    self._failed_groups.add(group)
                 self._settle(held.message, handled)
             finally:
                 self._forget(held)

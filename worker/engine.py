@@ -416,4 +416,3 @@ def _same_content(first: TransferResult, request: TransferRequest) -> bool:
         # under the same id is the same (rejected) request.
         return not fits_numeric(request.amount)
     return first.amount == request.amount and fits_numeric(request.amount)
-

@@ -17,6 +17,7 @@ eventually moves it to the DLQ).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -145,6 +146,15 @@ class Processor:
         """Parse, then apply: the whole step for transports that need no scheduling."""
         parsed = self.parse(message)
         return parsed if isinstance(parsed, Handled) else self.apply(message, parsed)
+
+
+def exclusive_keys(message: Message, request: TransferRequest) -> set[Hashable]:
+    """What a transfer must hold alone while it runs: both accounts, and on a FIFO
+    queue its message group, so a group is applied in order."""
+    keys: set[Hashable] = {request.payer_id, request.payee_id}
+    if message.group_id is not None:
+        keys.add(("group", message.group_id))
+    return keys
 
 
 def _end_to_end_ms(message: Message) -> float | None:

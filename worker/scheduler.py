@@ -6,15 +6,15 @@ burn retries; holding the second back until the first finishes costs nothing.
 
 Jobs are taken in arrival order, and a job may not overtake an earlier waiting job
 that shares an account with it. So transfers on the same account run in the order
-they were received, which keeps FIFO queues (MessageGroupId = payer) in order and
-keeps a busy account from starving a waiting one.
+they were received, which keeps a busy account from starving a waiting one. FIFO
+messages also carry their MessageGroupId as a key, so a group runs in order.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -23,10 +23,10 @@ T = TypeVar("T")
 
 @dataclass(eq=False)
 class Slot(Generic[T]):
-    """A job and the accounts it needs exclusively."""
+    """A job and the keys (account ids, FIFO group ids) it needs exclusively."""
 
     job: T
-    keys: frozenset[int] = field(default_factory=frozenset)
+    keys: frozenset[Hashable] = field(default_factory=frozenset)
 
 
 class AccountScheduler(Generic[T]):
@@ -35,10 +35,10 @@ class AccountScheduler(Generic[T]):
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._waiting: list[Slot[T]] = []
-        self._busy: set[int] = set()
+        self._busy: set[Hashable] = set()
         self._running = 0
 
-    def put(self, job: T, keys: Iterable[int] = ()) -> None:
+    def put(self, job: T, keys: Iterable[Hashable] = ()) -> None:
         """Queue ``job``; it runs once none of ``keys`` is held by a running job."""
         with self._cond:
             self._waiting.append(Slot(job, frozenset(keys)))

@@ -1,0 +1,138 @@
+"""The SQS-triggered Lambda: ``worker.lambda_handler.handler``.
+
+Same contract, engine and results as the container worker; only the transport
+differs. The Lambda service receives the batch and deletes what we do not report,
+so the handler's whole job is to process the records and name the transient
+failures in ``batchItemFailures`` (the event source mapping must enable
+``ReportBatchItemFailures``):
+
+- committed, rejected and duplicate records are successes;
+- malformed records are sent to the DLQ with their error, then count as successes
+  (if the DLQ send fails they are reported, so they come back);
+- records whose transfer failed transiently are reported;
+- records not started while enough time remained (``LAMBDA_RESERVE_MS``) are reported,
+  never half done: a transfer is one database transaction;
+- on a FIFO queue, once a record fails every later record of its message group is
+  reported without being applied, so the group keeps its order.
+
+The pool lives at module level and is reused by every invocation of a warm
+execution environment; records of one batch run concurrently, but two records
+touching the same account never at the same time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from worker.processing import Disposition, Handled, Message, Processor, exclusive_keys
+from worker.scheduler import AccountScheduler
+from worker.service import Service, build
+from worker.settings import Settings
+from worker.sqs import DeadLetters
+
+log = structlog.get_logger(__name__)
+
+_service: Service | None = None
+_service_lock = threading.Lock()
+
+
+def _get_service() -> Service:
+    """Build the pool and engine once per execution environment."""
+    global _service  # noqa: PLW0603 - module-level reuse across invocations is the point
+    with _service_lock:
+        if _service is None:
+            from worker.logs import configure_logging
+
+            settings = Settings()
+            configure_logging(settings)
+            _service = build(settings, service_name="transfer-lambda", queue_required=False)
+        return _service
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
+    """Process a Lambda SQS event; report only the records that must come back."""
+    service = _get_service()
+    messages = [Message.from_lambda(record) for record in event.get("Records", [])]
+    failed = process_batch(
+        messages,
+        service.processor,
+        service.dead_letters,
+        concurrency=service.settings.concurrency,
+        time_left_ms=context.get_remaining_time_in_millis,
+        reserve_ms=service.settings.lambda_reserve_ms,
+    )
+    service.metrics.flush()
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+def process_batch(
+    messages: list[Message],
+    processor: Processor,
+    dead_letters: DeadLetters | None,
+    *,
+    concurrency: int,
+    time_left_ms: Callable[[], int],
+    reserve_ms: int,
+) -> list[str]:
+    """Apply a batch; returns the message ids to report as failures, in batch order."""
+    failed: set[str] = set()
+    failed_groups: set[str] = set()
+    lock = threading.Lock()
+    scheduler: AccountScheduler[tuple[Message, Any]] = AccountScheduler()
+
+    for message in messages:
+        parsed = processor.parse(message)
+        if isinstance(parsed, Handled):
+            if not _dead_letter(message, parsed, dead_letters):
+                failed.add(message.message_id)
+            continue
+        scheduler.put((message, parsed), exclusive_keys(message, parsed))
+
+    def fail(message: Message) -> None:
+        with lock:
+            failed.add(message.message_id)
+            if message.group_id is not None:
+                failed_groups.add(message.group_id)
+
+    def work() -> None:
+        # Until the batch is done: a job blocked on an account now may be runnable
+        # once the job holding that account finishes.
+        while scheduler.size:
+            slot = scheduler.take(timeout=0.05)
+            if slot is None:
+                continue
+            message, request = slot.job
+            try:
+                with lock:
+                    skip = message.group_id in failed_groups
+                if skip or time_left_ms() < reserve_ms:
+                    fail(message)
+                    continue
+                if processor.apply(message, request).disposition is not Disposition.ACK:
+                    fail(message)
+            finally:
+                scheduler.done(slot)
+
+    workers = max(1, min(concurrency, len(messages)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="record") as pool:
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
+    return [m.message_id for m in messages if m.message_id in failed]
+
+
+def _dead_letter(message: Message, handled: Handled, dead_letters: DeadLetters | None) -> bool:
+    """True when the malformed record is safely in the DLQ (so it may be deleted)."""
+    if dead_letters is None:
+        log.error("malformed record reported as failed: no DLQ_URL", message_id=message.message_id)
+        return False
+    try:
+        dead_letters.send(message, handled.error or "malformed")
+    except Exception as exc:  # noqa: BLE001 - report it; the record comes back
+        log.error("dead-lettering failed", message_id=message.message_id, error=str(exc))
+        return False
+    return True
