@@ -22,7 +22,7 @@ from sandbox.postgres import free_port
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts any credentials
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto accepts any credentials
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }

@@ -7,6 +7,7 @@ so tests cannot see each other's rows and can run in any order.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -21,9 +23,23 @@ from sandbox.postgres import EmbeddedPostgres
 from sandbox.sqs import LocalSqs, Queues
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
+from worker.logs import QUIET_LOGGERS
 from worker.retry import RetryPolicy
 from worker.schema import migrate
 from worker.settings import Backend, Settings
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo configure_logging (called by in-process CLI mains) after each test."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, QUIET_LOGGERS)]
+    levels = [logger.level for logger in loggers]
+    handlers = list(loggers[0].handlers)
+    yield
+    loggers[0].handlers[:] = handlers
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -100,9 +100,10 @@ def parse_body(body: str | bytes, message_id: str) -> TransferRequest:
         data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
         message = TransferMessage.model_validate(data)
         transfer_id = message.transfer_id or UUID(message_id)
-    except (ValueError, ValidationError, RecursionError) as exc:
-        # ValidationError and JSONDecodeError and UnicodeDecodeError are ValueErrors;
-        # RecursionError comes from absurdly nested JSON.
+    except (ValueError, ValidationError, RecursionError, ArithmeticError) as exc:
+        # ValidationError, JSONDecodeError and UnicodeDecodeError are ValueErrors;
+        # RecursionError comes from absurdly nested JSON, ArithmeticError from decimal
+        # exponents beyond the decimal context (1e999999999999999999999).
         raise MalformedRequest(_describe(exc)) from None
     return TransferRequest(
         transfer_id=transfer_id,
@@ -116,7 +117,12 @@ def encode_body(
     payer_id: int, payee_id: int, amount: Decimal, transfer_id: UUID | None = None
 ) -> str:
     """The JSON body a producer sends; the amount travels as a decimal string."""
-    body: dict[str, Any] = {"payer_id": payer_id, "payee_id": payee_id, "amount": str(amount)}
+    # format "f", not str(): str(Decimal("1E+3")) is "1E+3", which parse_body refuses.
+    body: dict[str, Any] = {
+        "payer_id": payer_id,
+        "payee_id": payee_id,
+        "amount": format(amount, "f"),
+    }
     if transfer_id is not None:
         body["transfer_id"] = str(transfer_id)
     return json.dumps(body, separators=(",", ":"))
@@ -137,13 +143,17 @@ def fits_numeric(amount: Decimal) -> bool:
     The range check comes first: ``quantize`` is then bounded to 18 digits and cannot
     raise on absurd exponents such as ``1E+999999999``.
     """
-    if not amount.is_finite() or abs(amount) >= AMOUNT_LIMIT:
+    if not amount.is_finite() or amount.copy_abs() >= AMOUNT_LIMIT:
         return False
     return amount == amount.quantize(AMOUNT_QUANTUM)
 
 
 def _describe(exc: BaseException) -> str:
     """A short, single-line reason fit for a DLQ message attribute (no input echo)."""
+    return " ".join(_explain(exc).split())[:512]
+
+
+def _explain(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         parts = []
         for error in exc.errors(include_input=False, include_url=False):

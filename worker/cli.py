@@ -1,0 +1,181 @@
+"""``python -m worker <command>``: the worker's command line.
+
+Each command is a function taking the parsed arguments and returning an exit status,
+registered in :func:`build_parser`. Exit status 2 means the configuration is wrong
+(no database configured, an invalid setting), 1 that the command failed, 0 success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import psycopg
+from pydantic import ValidationError
+
+from worker.db import NotConfigured, connect
+from worker.logs import configure_logging
+from worker.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class InvalidSettings(ValueError):
+    """The environment holds a setting that :class:`Settings` or logging refuses."""
+
+
+class CommandFailed(RuntimeError):
+    """The command could not do its job; the message says why, in one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per function."""
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description="SQS -> Aurora DSQL money-transfer processor.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def add(name: str, handler: Command, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("migrate", migrate_command, "create missing tables and indexes (idempotent)")
+    add(
+        "explain",
+        explain_command,
+        "EXPLAIN ANALYZE the transfer statements and the history query (rolled back)",
+    )
+    add("run", run_command, "consume the transfer queue until SIGTERM/SIGINT, then drain")
+    add("health", health_command, "exit 0 when a running worker's heartbeat is recent")
+    add("settings", settings_command, "print every setting as a Markdown table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Command = args.handler
+    try:
+        return handler(args)
+    except (NotConfigured, InvalidSettings) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CommandFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg.OperationalError as exc:
+        # libpq's message names host and port, never the password or token.
+        print(f"error: database unavailable: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with logging configured from them.
+
+    Raises :class:`InvalidSettings` with one line per refused variable.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(_describe(exc)) from None
+    try:
+        configure_logging(settings)
+    except ValueError as exc:
+        raise InvalidSettings(str(exc)) from None
+    return settings
+
+
+# --- commands -----------------------------------------------------------------------
+
+
+def migrate_command(_args: argparse.Namespace) -> int:
+    """Create whatever tables and indexes are missing and list them."""
+    from worker.schema import migrate
+
+    settings = load_settings()
+    with connect(settings) as conn:
+        created = migrate(conn, settings.backend)
+    for name in created:
+        print(f"created {name}")
+    if not created:
+        print("schema up to date: nothing created")
+    return EXIT_OK
+
+
+def explain_command(_args: argparse.Namespace) -> int:
+    """Print each transfer statement and the history query with its plan."""
+    from worker.explain import NotEnoughAccounts, explain_transfer
+
+    settings = load_settings()
+    with connect(settings) as conn:
+        try:
+            plans = explain_transfer(conn)
+        except NotEnoughAccounts as exc:
+            raise CommandFailed(str(exc)) from None
+    for plan in plans:
+        print(f"-- {plan.name}")
+        print(plan.statement)
+        for line in plan.lines:
+            print(f"    {line}")
+        print()
+    print("-- rolled back: nothing was changed")
+    return EXIT_OK
+
+
+def run_command(_args: argparse.Namespace) -> int:
+    """The container's main process: the long-running SQS consumer."""
+    from worker.service import run_worker
+    from worker.sqs import QueueNotConfigured
+
+    try:
+        return run_worker(load_settings())
+    except QueueNotConfigured as exc:
+        raise InvalidSettings(str(exc)) from None
+
+
+def health_command(_args: argparse.Namespace) -> int:
+    """Liveness for container health checks; needs no database or queue."""
+    from worker.service import check_health
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(_describe(exc)) from None
+    return check_health(settings)
+
+
+def settings_command(_args: argparse.Namespace) -> int:
+    """Print the settings table the README carries."""
+    print(settings_markdown(), end="")
+    return EXIT_OK
+
+
+def settings_markdown() -> str:
+    """Every :class:`Settings` field as a Markdown table row: env var, default, meaning."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = ["| env var | default | description |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        env = f"{prefix}{name}".upper()
+        default = "(unset)" if field.default is None else f"`{field.default}`"
+        description = " ".join((field.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{env}` | {default} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        problems.append(f"{where}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
