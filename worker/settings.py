@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     )
     aws_region: str | None = Field(
         default=None,
-        description="Region of the DSQL cluster; parsed from the endpoint when unset.",
+        description="Region of the DSQL cluster (parsed from the endpoint when unset) and of "
+        "the SQS clients (the SDK's default chain when unset).",
     )
     dsql_user: str = Field(
         default="admin",

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import structlog
 from botocore.config import Config
+from botocore.exceptions import NoRegionError
 
 from worker.processing import Message
 from worker.settings import Settings
@@ -28,11 +29,15 @@ MAX_ERROR_ATTRIBUTE = 1024
 
 
 class QueueNotConfigured(RuntimeError):
-    """Neither QUEUE_URL nor QUEUE_NAME is set."""
+    """No queue (neither QUEUE_URL nor QUEUE_NAME) or no AWS region is configured."""
 
 
-def sqs_client(settings: Settings, *, max_pool_connections: int = 50) -> Any:
-    """A thread-safe boto3 SQS client with a connection pool sized for our threads."""
+def sqs_client(settings: Settings, *, max_pool_connections: int = 10) -> Any:
+    """A thread-safe boto3 SQS client with a connection pool sized for our threads.
+
+    Throttling and 5xx answers are retried by botocore itself (standard mode).
+    Raises :class:`QueueNotConfigured` when no region can be found.
+    """
     config = Config(
         max_pool_connections=max_pool_connections,
         retries={"mode": "standard", "max_attempts": 5},
@@ -40,7 +45,12 @@ def sqs_client(settings: Settings, *, max_pool_connections: int = 50) -> Any:
         read_timeout=30,
         connect_timeout=5,
     )
-    return boto3.client("sqs", region_name=settings.aws_region, config=config)
+    try:
+        return boto3.client("sqs", region_name=settings.aws_region, config=config)
+    except NoRegionError:
+        raise QueueNotConfigured(
+            "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+        ) from None
 
 
 def queue_url(settings: Settings, client: Any) -> str:
