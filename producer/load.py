@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import threading
@@ -61,7 +62,8 @@ POLL_S = 0.25
 
 
 def register(subparsers: Subparsers) -> None:
-    """``load --iters N --threads T --accounts K [--wait] [--json] [--timeout S] [--seed X]``."""
+    """``load --iters N --threads T --accounts K [--wait] [--json] [--timeout S] [--seed X]
+    [--max-backlog M]``."""
     from producer.cli import _positive_int
 
     cmd = subparsers.add_parser(
@@ -104,6 +106,14 @@ def register(subparsers: Subparsers) -> None:
     cmd.add_argument(
         "--seed", type=int, default=None, metavar="X", help="seed for accounts and amounts"
     )
+    cmd.add_argument(
+        "--max-backlog",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="pause sending while more than M messages wait on the queue "
+        "(flow control; moto slows down sharply as its queue grows)",
+    )
     cmd.set_defaults(handler=run_load)
 
 
@@ -123,8 +133,9 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
         try:
             clients = sqs_clients(settings, threads)
             url = queue_url(settings, clients[0])
+            gate = BacklogGate(clients[0], url, args.max_backlog) if args.max_backlog else None
             with ProgressBar(args.iters, label="send", unit="msgs") as bar:
-                report = send_transfers(clients, url, transfers, on_sent=bar.advance)
+                report = send_transfers(clients, url, transfers, on_sent=bar.advance, gate=gate)
         except (QueueNotConfigured, SendAborted) as exc:
             return _fail(str(exc))
         except SQS_ERRORS as exc:
@@ -259,6 +270,7 @@ def send_transfers(
     transfers: Iterable[TransferRequest],
     *,
     on_sent: Callable[[int], None] | None = None,
+    gate: BacklogGate | None = None,
 ) -> SendReport:
     """Send ``transfers`` in batches of 10, one thread per client, until none are left.
 
@@ -285,7 +297,11 @@ def send_transfers(
             return batch
 
     def run(client: SQSClient) -> None:
-        while not stop.is_set() and (batch := take()):
+        while not stop.is_set():
+            if gate is not None:
+                gate.wait(stop)
+            if not (batch := take()):
+                break
             try:
                 outcome = send_entries(client, url, [message_entry(t, fifo=fifo) for t in batch])
             except BaseException:
@@ -296,6 +312,8 @@ def send_transfers(
                 not_sent.update({UUID(hex=i): code for i, code in outcome.not_sent.items()})
             if on_sent is not None and outcome.sent:
                 on_sent(len(outcome.sent))
+            if gate is not None:
+                gate.sent(len(outcome.sent))
 
     started_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -317,6 +335,46 @@ def send_transfers(
         started_at=started_at,
         elapsed_s=time.perf_counter() - started,
     )
+
+
+class BacklogGate:
+    """Flow control: hold senders while more than ``limit`` messages wait on the queue.
+
+    Shared by the sending threads; the queue depth (ApproximateNumberOfMessages) is
+    asked at most once per ``refresh_s`` whatever the thread count. Approximate by
+    nature: SQS's count lags, and threads already past the gate still send.
+    """
+
+    def __init__(self, client: SQSClient, url: str, limit: int, refresh_s: float = 0.05) -> None:
+        self._client = client
+        self._url = url
+        self.limit = limit
+        self._refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._asked_at = -math.inf
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return once the backlog is below the limit (or ``stop`` is set)."""
+        while not stop.is_set() and self.depth() >= self.limit:
+            stop.wait(self._refresh_s)
+
+    def sent(self, count: int) -> None:
+        """Count messages sent since the queue was last asked (they are waiting too)."""
+        with self._lock:
+            self._depth += count
+
+    def depth(self) -> int:
+        """Messages waiting: the queue's count at most ``refresh_s`` old, plus what was
+        sent since."""
+        with self._lock:
+            if time.monotonic() - self._asked_at >= self._refresh_s:
+                attrs = self._client.get_queue_attributes(
+                    QueueUrl=self._url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                self._depth = int(attrs["ApproximateNumberOfMessages"])
+                self._asked_at = time.monotonic()
+            return self._depth
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ then runs exactly the commands a user runs against AWS, as separate processes:
 1. ``python -m worker migrate``
 2. ``python -m producer setup --accounts 1000 --balance 100``
 3. ``python -m worker run`` (in the background: the long-running worker)
-4. ``python -m producer load --iters 2000 --threads 10 --accounts 10 --wait``
+4. ``python -m producer load --iters 2000 --threads 10 --accounts 10 --wait
+   --max-backlog 50``
 5. ``python -m producer audit``
 6. SIGTERM to the worker, which drains and exits 0.
 
@@ -46,6 +47,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--balance", default="100", help="initial balance of each account")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--json", action="store_true", help="load prints its STATS as JSON")
+    parser.add_argument(
+        "--max-backlog",
+        type=int,
+        default=50,
+        help="load pauses while more messages than this wait (keeps moto's queue shallow)",
+    )
     return parser.parse_args(argv)
 
 
@@ -87,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load = [
                 "load", "--iters", str(args.iters), "--threads", str(args.threads),
                 "--accounts", str(args.accounts), "--wait",
+                "--max-backlog", str(args.max_backlog),
             ]  # fmt: skip
             if args.json:
                 load.append("--json")

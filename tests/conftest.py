@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -35,11 +36,18 @@ def restore_logging() -> Iterator[None]:
     loggers = [logging.getLogger(), *map(logging.getLogger, QUIET_LOGGERS)]
     levels = [logger.level for logger in loggers]
     handlers = list(loggers[0].handlers)
+    _structlog_to_stderr()
     yield
     loggers[0].handlers[:] = handlers
     for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
+    _structlog_to_stderr()
+
+
+def _structlog_to_stderr() -> None:
+    # Unconfigured structlog prints to stdout, where CLI tests read their output.
     structlog.reset_defaults()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 @pytest.fixture(scope="session")

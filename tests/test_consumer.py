@@ -6,8 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -17,38 +16,11 @@ import pytest
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.sqs import LocalSqs, Queues
-from worker.consumer import Consumer, ConsumerConfig
+from tests.helpers import running_worker
 from worker.contract import TransferRequest, encode_body
 from worker.db import connect
 from worker.processing import Handled, Message
-from worker.service import Service, build
 from worker.settings import Settings
-
-
-@contextmanager
-def running(
-    settings: Settings, *, visibility_timeout_s: int = 30
-) -> Iterator[tuple[Consumer, Service]]:
-    """A consumer running in a background thread; drained and closed on exit."""
-    service = build(settings, service_name="test-worker")
-    assert service.queue_url is not None
-    config = ConsumerConfig(
-        queue_url=service.queue_url,
-        visibility_timeout_s=visibility_timeout_s,
-        concurrency=settings.concurrency,
-        receive_wait_s=settings.receive_wait_s,
-        retry_visibility_s=settings.retry_visibility_s,
-        drain_timeout_s=10,
-    )
-    consumer = Consumer(config, service.client, service.processor, service.dead_letters)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
-        yield consumer, service
-    finally:
-        consumer.stop()
-        thread.join(30)
-        service.close()
 
 
 def send(local_sqs: LocalSqs, url: str, bodies: list[str]) -> None:
@@ -112,7 +84,7 @@ def test_batch_of_transfers_is_applied_and_deleted(
 ) -> None:
     """Every received transfer gets a result and its message is deleted."""
     bodies = [body(1 + i % 19, 2 + i % 19, "1.25") for i in range(60)]
-    with running(funded):
+    with running_worker(funded):
         send(local_sqs, queues.queue_url, bodies)
         wait_for(lambda: result_count(funded) == 60)
         wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
@@ -128,7 +100,7 @@ def test_enqueued_at_is_the_sqs_sent_timestamp(
     """The stored enqueued_at comes from SQS's SentTimestamp, before completed_at."""
     before = time.time()
     tid = uuid.uuid4()
-    with running(funded):
+    with running_worker(funded):
         send(local_sqs, queues.queue_url, [body(1, 2, "1", tid)])
         wait_for(lambda: result_count(funded) == 1)
     with connect(funded) as conn:
@@ -145,7 +117,7 @@ def test_malformed_messages_go_to_the_dlq_with_their_error(
 ) -> None:
     """Unparseable bodies are moved to the DLQ with an error attribute, then deleted."""
     bad = ["not json", '{"payer_id": "1", "payee_id": 2, "amount": "1"}', '{"payer_id": 1}']
-    with running(funded):
+    with running_worker(funded):
         send(local_sqs, queues.queue_url, [*bad, body(1, 2, "1")])
         wait_for(lambda: result_count(funded) == 1)
         wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
@@ -163,7 +135,7 @@ def test_duplicate_message_is_applied_once(
 ) -> None:
     """Two messages with one transfer_id move money once; both are acknowledged."""
     tid = uuid.uuid4()
-    with running(funded):
+    with running_worker(funded):
         send(local_sqs, queues.queue_url, [body(3, 4, "10", tid), body(3, 4, "10", tid)])
         wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
     with connect(funded) as conn:
@@ -183,7 +155,7 @@ def test_message_without_transfer_id_uses_the_message_id(
         QueueUrl=queues.queue_url,
         MessageBody=json.dumps({"payer_id": 5, "payee_id": 6, "amount": 2}),
     )
-    with running(funded):
+    with running_worker(funded):
         wait_for(lambda: result_count(funded) == 1)
     with connect(funded) as conn:
         row = conn.execute("SELECT transfer_id FROM transfer_results").fetchone()
@@ -200,7 +172,7 @@ def test_message_abandoned_by_a_crashed_worker_is_redelivered(
     send(local_sqs, queues.queue_url, [body(7, 8, "5", tid)])
     taken = client.receive_message(QueueUrl=queues.queue_url, VisibilityTimeout=2)["Messages"]
     assert len(taken) == 1  # the "crashed worker" holds it and never deletes it
-    with running(funded):
+    with running_worker(funded):
         time.sleep(1)
         assert result_count(funded) == 0, "invisible while the first receiver holds it"
         wait_for(lambda: result_count(funded) == 1, timeout=15)
@@ -217,7 +189,7 @@ def test_transient_failure_leaves_message_for_redelivery(
     with psycopg.connect(settings.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
         blocker.execute("SET lock_timeout = 0")
         blocker.execute("SELECT 1 FROM accounts WHERE id = 9 FOR UPDATE")
-        with running(settings) as (_, service):
+        with running_worker(settings) as (_, service):
             original = service.processor.apply
 
             def counting(message: Message, request: TransferRequest) -> Handled:
@@ -245,7 +217,7 @@ def test_slow_transfer_keeps_its_message_invisible(
     seen: list[str] = []
     with psycopg.connect(settings.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
         blocker.execute("SELECT 1 FROM accounts WHERE id = 11 FOR UPDATE")
-        with running(settings, visibility_timeout_s=2) as (_, service):
+        with running_worker(settings, visibility_timeout_s=2) as (_, service):
             original = service.processor.parse
 
             def recording(message: Message) -> TransferRequest | Handled:
@@ -268,7 +240,7 @@ def test_one_blocked_transfer_does_not_stall_the_others(
     """Receiving continues while a transfer is stuck: no wait for the whole batch."""
     with psycopg.connect(funded.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
         blocker.execute("SELECT 1 FROM accounts WHERE id = 13 FOR UPDATE")
-        with running(funded.model_copy(update={"retry_budget_s": 30})):
+        with running_worker(funded.model_copy(update={"retry_budget_s": 30})):
             send(local_sqs, queues.queue_url, [body(13, 14, "1")])
             time.sleep(0.5)
             send(
@@ -286,7 +258,7 @@ def test_transfers_on_one_account_never_run_concurrently(
     active: set[int] = set()
     overlaps: list[int] = []
     lock = threading.Lock()
-    with running(funded.model_copy(update={"worker_concurrency": 8})) as (_, service):
+    with running_worker(funded.model_copy(update={"worker_concurrency": 8})) as (_, service):
         original = service.processor.apply
 
         def exclusive(message: Message, request: TransferRequest) -> Handled:

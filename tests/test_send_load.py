@@ -1,8 +1,7 @@
 """``producer send`` and ``producer load``: moto's SQS over HTTP, a real PostgreSQL.
 
-The worker process does not exist yet, so where a consumer is needed the tests run
-:class:`StandInConsumer`, a test helper that does the minimum a worker does: receive
-with the SentTimestamp, parse with the contract, apply with the engine, delete.
+Where a consumer is needed the tests run the real worker in-process
+(:func:`tests.helpers.running_worker`).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -20,19 +20,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from random import Random
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 import psycopg
 import pytest
 
 from producer.cli import main
-from producer.load import plan_transfers, send_transfers
+from producer.load import BacklogGate, SendReport, plan_transfers, send_transfers
 from producer.sqs import ENTRY_RETRIES
 from producer.stats import format_load_stats, load_stats_as_dict, summarize_load
 from sandbox.sqs import LocalSqs, Queues
+from tests.helpers import running_worker
 from worker.contract import TransferRequest, encode_body, parse_body
-from worker.engine import TransferEngine
 from worker.outcomes import Reason, Status, TransferResult
 from worker.settings import Settings
 
@@ -64,6 +63,11 @@ def env(
     for name in ("QUEUE_NAME", "DSQL_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     return variables
+
+
+def worker_settings(env: dict[str, str]) -> Settings:
+    """Settings for an in-process worker consuming the producer's queue."""
+    return Settings(database_url=env["DATABASE_URL"], queue_url=env["QUEUE_URL"], receive_wait_s=1)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -104,72 +108,6 @@ def drain(client: Any, queue_url: str) -> list[dict[str, Any]]:
                 ],
             )
     return messages
-
-
-class StandInConsumer:
-    """Test helper standing in for the worker process, which does not exist yet.
-
-    ``threads`` threads, each with its own client: receive up to 10 messages with their
-    SentTimestamp, parse each with the contract, apply it with the engine (the
-    SentTimestamp as ``enqueued_at``), delete the batch. An error in a thread is
-    re-raised when the ``with`` block ends.
-    """
-
-    def __init__(
-        self, sqs: LocalSqs, queue_url: str, engine: TransferEngine, threads: int = 1
-    ) -> None:
-        self._queue_url = queue_url
-        self._engine = engine
-        self._stop = threading.Event()
-        self._errors: list[BaseException] = []
-        # Clients are built here: building them in several threads at once is unsafe.
-        self._threads = [
-            threading.Thread(target=self._consume, args=(sqs.client(),), daemon=True)
-            for _ in range(threads)
-        ]
-
-    def __enter__(self) -> Self:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        if self._errors and exc is None:
-            raise self._errors[0]
-
-    def _consume(self, client: Any) -> None:
-        try:
-            while not self._stop.is_set():
-                messages = client.receive_message(
-                    QueueUrl=self._queue_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=1,
-                    MessageSystemAttributeNames=["SentTimestamp"],
-                ).get("Messages", [])
-                for message in messages:
-                    sent_ms = int(message["Attributes"]["SentTimestamp"])
-                    self._engine.apply(
-                        parse_body(message["Body"], message["MessageId"]),
-                        enqueued_at=datetime.fromtimestamp(sent_ms / 1000, UTC),
-                    )
-                if messages:
-                    client.delete_message_batch(
-                        QueueUrl=self._queue_url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                            for i, m in enumerate(messages)
-                        ],
-                    )
-        except BaseException as exc:
-            self._errors.append(exc)
 
 
 class RefusingClient:
@@ -292,17 +230,16 @@ def test_send_refuses_what_the_worker_would_dead_letter(
     assert drain(local_sqs.client(), queues.queue_url) == []
 
 
-@pytest.mark.usefixtures("env")
 def test_send_wait_prints_the_committed_outcome(
     capsys: pytest.CaptureFixture[str],
     local_sqs: LocalSqs,
     queues: Queues,
-    engine: TransferEngine,
+    env: dict[str, str],
     database_url: str,
 ) -> None:
     """send --wait prints payer balance, transaction time and attempts, and exits 0."""
     open_accounts(database_url, 2, "100")
-    with StandInConsumer(local_sqs, queues.queue_url, engine):
+    with running_worker(worker_settings(env)):
         code, out, _ = run(
             capsys, "send", "--payer", "1", "--payee", "2", "--amount", "10", "--wait",
             "--timeout", "20",
@@ -316,17 +253,16 @@ def test_send_wait_prints_the_committed_outcome(
     assert outcome[3] == "  attempts        1"
 
 
-@pytest.mark.usefixtures("env")
 def test_send_wait_prints_the_rejection_reason(
     capsys: pytest.CaptureFixture[str],
     local_sqs: LocalSqs,
     queues: Queues,
-    engine: TransferEngine,
+    env: dict[str, str],
     database_url: str,
 ) -> None:
     """A rejected transfer prints its reason and exits 1."""
     open_accounts(database_url, 2, "100")
-    with StandInConsumer(local_sqs, queues.queue_url, engine):
+    with running_worker(worker_settings(env)):
         code, out, _ = run(
             capsys, "send", "--payer", "1", "--payee", "2", "--amount", "100.01", "--wait",
             "--timeout", "20",
@@ -396,13 +332,12 @@ def test_load_wait_json_matches_the_database(
     env: dict[str, str],
     local_sqs: LocalSqs,
     queues: Queues,
-    engine: TransferEngine,
     database_url: str,
 ) -> None:
     """A real `python -m producer load --wait --json` prints one JSON object that agrees
     with transfer_results: counts, retries, and end-to-end >= transaction time."""
     open_accounts(database_url, 4, "100000")  # no transfer can run out of money
-    with StandInConsumer(local_sqs, queues.queue_url, engine, threads=4):
+    with running_worker(worker_settings(env)):
         proc = subprocess.run(
             [sys.executable, "-m", "producer", "load", "--iters", "150", "--threads", "3",
              "--accounts", "4", "--wait", "--json", "--timeout", "60"],
@@ -526,3 +461,28 @@ def test_summarize_load_counts_failed_and_times_from_first_send_to_last_result()
     assert lines[4].split() == ["failed", "2", "(40.00", "%)", "no", "result"]
     assert lines[8].split()[:3] == ["end-to-end", "ms", "min=500.000"]
     assert lines[9].split()[:3] == ["total", "time", "4.000"]
+
+
+def test_backlog_gate_pauses_sending_until_the_queue_drains(
+    env: dict[str, str], local_sqs: LocalSqs, queues: Queues
+) -> None:
+    """--max-backlog holds the senders while the queue is full and lets them go on
+    once it is consumed."""
+    client = local_sqs.client()
+    gate = BacklogGate(client, queues.queue_url, limit=20)
+    transfers = plan_transfers(100, 5, Random(1))
+    done = threading.Event()
+    reports: list[SendReport] = []
+
+    def send() -> None:
+        reports.append(send_transfers([local_sqs.client()], queues.queue_url, transfers, gate=gate))
+        done.set()
+
+    threading.Thread(target=send, daemon=True).start()
+    time.sleep(1.5)
+    assert not done.is_set(), "the gate should hold the sender at the backlog limit"
+    held = len(drain(client, queues.queue_url))
+    assert 20 <= held <= 30  # one batch may pass the gate as the count catches up
+    while not done.wait(0.2):
+        drain(client, queues.queue_url)
+    assert len(reports[0].sent) == 100
