@@ -17,11 +17,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 import pytest
 import structlog
-from pgwire import Certificates, FakeLoginServer, LoginAttempt, make_certificates
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from sandbox.postgres import free_port
+from tests.pgwire import Certificates, FakeLoginServer, LoginAttempt, make_certificates
 from worker.cli import main
 from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.logs import configure_logging
