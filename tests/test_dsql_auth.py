@@ -273,7 +273,7 @@ def test_database_url_password_stays_out_of_errors_logs_and_repr(
 ) -> None:
     """The DATABASE_URL password appears in no connect error, pool log, CLI message or
     repr/str of the settings."""
-    secret = "s3cret-pw"  # noqa: S105 - a fake password the test must not find
+    secret = "s3cret-pw"
     url = f"postgresql://u:{secret}@127.0.0.1:{free_port()}/db"
     monkeypatch.delenv("DSQL_ENDPOINT", raising=False)
     monkeypatch.setenv("DATABASE_URL", url)
