@@ -173,3 +173,22 @@ def test_malformed_record_without_dlq_is_reported(
     bad = record("[]")
     response = lambda_handler.handler({"Records": [bad]}, FakeContext())
     assert response == {"batchItemFailures": [{"itemIdentifier": bad["messageId"]}]}
+
+
+def test_started_record_gives_up_before_the_function_times_out(
+    lambda_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A contended record's retries stop when the invocation's time runs low, even with
+    a longer RETRY_BUDGET_S, and the record is reported."""
+    monkeypatch.setenv("RETRY_BUDGET_S", "30")
+    monkeypatch.setenv("LAMBDA_RESERVE_MS", "500")
+    lambda_handler._service = None
+    stuck = record(transfer(7, 8, "1"))
+    assert lambda_env.database_url is not None
+    with psycopg.connect(lambda_env.database_url.get_secret_value()) as locker:
+        locker.execute("SELECT 1 FROM accounts WHERE id = 7 FOR UPDATE")
+        started = time.monotonic()
+        response = lambda_handler.handler({"Records": [stuck]}, FakeContext(remaining_ms=4000))
+        elapsed = time.monotonic() - started
+    assert response == {"batchItemFailures": [{"itemIdentifier": stuck["messageId"]}]}
+    assert elapsed < 4.0, "the record must fail while the function can still answer"

@@ -26,6 +26,8 @@ from psycopg_pool import ConnectionPool
 from worker.settings import Backend, Settings
 
 APPLICATION_NAME = "dsql-transfers"
+LOCK_TIMEOUT_S = 2.0
+"""PostgreSQL only: the longest one attempt waits for a row lock."""
 
 
 class NotConfigured(RuntimeError):
@@ -118,11 +120,17 @@ def create_pool(
             "autocommit": True,
             # PostgreSQL blocks on row locks where DSQL would fail at COMMIT; without
             # a bound, one held lock could outlast the retry budget and the message's
-            # visibility. 55P03 is then retried like a conflict.
-            "options": f"-c lock_timeout={int(settings.retry_budget_s * 1000)}",
+            # visibility. 55P03 is then retried like a conflict, within the budget.
+            "options": f"-c lock_timeout={_lock_timeout_ms(settings)}",
         },
         **common,
     )
+
+
+def _lock_timeout_ms(settings: Settings) -> int:
+    # Transfers hold a row for a millisecond or two; a wait of seconds means a stuck
+    # session, and the attempt is better retried (with backoff) than kept waiting.
+    return int(min(settings.retry_budget_s, LOCK_TIMEOUT_S) * 1000)
 
 
 def purge_broken(pool: ConnectionPool[Any]) -> None:

@@ -116,26 +116,35 @@ class TransferEngine:
         self._sleep = sleep
 
     def apply(
-        self, request: TransferRequest, *, enqueued_at: datetime | None = None
+        self,
+        request: TransferRequest,
+        *,
+        enqueued_at: datetime | None = None,
+        budget_s: float | None = None,
     ) -> TransferResult:
         """Apply ``request`` once, or report the result an earlier delivery recorded.
 
         Returns a committed or rejected :class:`TransferResult` (``duplicate=True`` when
         the outcome was already recorded). Raises
         :class:`~worker.errors.RetryableTransferError` when conflicts or connection
-        faults outlast the retry policy; nothing is applied in that case.
+        faults outlast the retry policy; nothing is applied in that case. ``budget_s``
+        can only shorten the policy's time budget (a Lambda's remaining time).
         """
         reason = rejection_reason(request)
-        if reason is not None:
-            return self._run(request, partial(_record_only, request, reason, enqueued_at))
-        return self._run(request, partial(_transfer, request, enqueued_at))
+        step = (
+            partial(_record_only, request, reason, enqueued_at)
+            if reason is not None
+            else partial(_transfer, request, enqueued_at)
+        )
+        budget = self._policy.budget_s if budget_s is None else min(budget_s, self._policy.budget_s)
+        return self._run(request, step, budget)
 
     # --- the retry loop ---------------------------------------------------------------
 
-    def _run(self, request: TransferRequest, step: Step) -> TransferResult:
+    def _run(self, request: TransferRequest, step: Step, budget_s: float) -> TransferResult:
         policy = self._policy
         started = time.monotonic()
-        deadline = started + policy.budget_s
+        deadline = started + budget_s
         attempt = 1
         while True:
             try:

@@ -11,7 +11,9 @@ failures in ``batchItemFailures`` (the event source mapping must enable
   (if the DLQ send fails they are reported, so they come back);
 - records whose transfer failed transiently are reported;
 - records not started while enough time remained (``LAMBDA_RESERVE_MS``) are reported,
-  never half done: a transfer is one database transaction;
+  never half done: a transfer is one database transaction; a started record's retry
+  budget is cut to the remaining time (less a second to answer), so a contended
+  transfer fails cleanly instead of timing the whole invocation out;
 - on a FIFO queue, once a record fails every later record of its message group is
   reported without being applied, so the group keeps its order.
 
@@ -29,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from worker.db import LOCK_TIMEOUT_S
 from worker.processing import Disposition, Handled, Message, Processor, exclusive_keys
 from worker.scheduler import AccountScheduler
 from worker.service import Service, build
@@ -36,6 +39,11 @@ from worker.settings import Settings
 from worker.sqs import DeadLetters
 
 log = structlog.get_logger(__name__)
+
+RESPONSE_MARGIN_MS = 1000 + int(LOCK_TIMEOUT_S * 1000)
+"""Time kept back from a record's retry budget: a second to return the batch response,
+plus the longest a started attempt can overrun the budget (a PostgreSQL lock wait;
+on DSQL attempts never wait)."""
 
 _service: Service | None = None
 _service_lock = threading.Lock()
@@ -110,10 +118,14 @@ def process_batch(
             try:
                 with lock:
                     skip = message.group_id in failed_groups
-                if skip or time_left_ms() < reserve_ms:
+                left_ms = time_left_ms()
+                if skip or left_ms < reserve_ms:
                     fail(message)
                     continue
-                if processor.apply(message, request).disposition is not Disposition.ACK:
+                # Retries must end while the function can still answer.
+                budget_s = max(left_ms - RESPONSE_MARGIN_MS, 0) / 1000
+                handled = processor.apply(message, request, budget_s=budget_s)
+                if handled.disposition is not Disposition.ACK:
                     fail(message)
             finally:
                 scheduler.done(slot)

@@ -106,10 +106,12 @@ class Processor:
             self._metrics.malformed()
             return Handled(Disposition.DEAD_LETTER, error=str(exc))
 
-    def apply(self, message: Message, request: TransferRequest) -> Handled:
-        """Apply a parsed request; never raises."""
+    def apply(
+        self, message: Message, request: TransferRequest, *, budget_s: float | None = None
+    ) -> Handled:
+        """Apply a parsed request; never raises. ``budget_s`` caps the retry budget."""
         try:
-            result = self._engine.apply(request, enqueued_at=message.sent_at)
+            result = self._engine.apply(request, enqueued_at=message.sent_at, budget_s=budget_s)
         except RetryableTransferError as exc:
             log.warning(
                 "transfer failed, will be redelivered",
