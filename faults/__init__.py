@@ -1,0 +1,1 @@
+"""The fault suite: real worker processes, injected faults, and a checker."""
