@@ -23,6 +23,7 @@ class Worker:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    health_file: Path
     killed: bool = False
     """We sent SIGKILL: any exit code is expected."""
     stopped_at: float | None = None
@@ -46,20 +47,33 @@ class Cluster:
         self._started += 1
         name = f"worker-{self._started}"
         log = self.workdir / f"{name}.log"
-        env = {**self.env, "HEALTH_FILE": str(self.workdir / f"{name}.alive")}
+        health_file = self.workdir / f"{name}.alive"
+        env = {**self.env, "HEALTH_FILE": str(health_file)}
         process = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
             env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        worker = Worker(name, process, log)
+        worker = Worker(name, process, log, health_file)
         self.workers.append(worker)
         return worker
 
     def running(self) -> list[Worker]:
         """Workers still running (SIGSTOPped ones included)."""
         return [w for w in self.workers if w.alive]
+
+    def ready(self, timeout_s: float = 30) -> list[Worker]:
+        """Running workers that have touched their liveness file (start-up is over),
+        waiting up to ``timeout_s`` for at least one. A signal that lands while the
+        interpreter itself is still starting kills any Python process; that is not
+        the worker's drain being tested."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready = [w for w in self.running() if w.health_file.exists()]
+            if ready or time.monotonic() > deadline:
+                return ready
+            time.sleep(0.1)
 
     def kill(self, worker: Worker) -> None:
         """SIGKILL: no drain, no acknowledgement, nothing flushed."""

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 
 from faults.checker import Check, check_dead_letters, check_results
-from faults.cluster import Cluster
+from faults.cluster import Cluster, Worker
 from faults.workload import Message, Workload, build
 from producer.accounts import reset_accounts
 from producer.load import BacklogGate
@@ -179,9 +179,9 @@ class Nemesis:
         while len(self.cluster.running()) < count:
             self.cluster.start()
 
-    def _victim(self) -> Any:
-        running = self.cluster.running()
-        return self.rng.choice(running) if running else self.cluster.start()
+    def _victim(self) -> Worker:
+        ready = self.cluster.ready()
+        return self.rng.choice(ready) if ready else self.cluster.start()
 
     def kill(self) -> None:
         self.cluster.kill(self._victim())

@@ -4,8 +4,8 @@ moto is a stand-in for AWS that speaks the real SQS wire protocol over HTTP, so 
 worker and producer use unchanged boto3 clients pointed at it through the SDK's own
 ``AWS_ENDPOINT_URL_SQS``. Out of the box it slows down sharply with queue depth
 (about 370 msg/s shallow, 15 msg/s with 2,000 queued on the project machines);
-:func:`_speed_up_moto` removes the worst of it, and the demo still keeps queues
-shallow by consuming while producing.
+:func:`_fix_moto` removes the worst of it (and a lost-update race), and the demo
+still keeps queues shallow by consuming while producing.
 """
 
 from __future__ import annotations
@@ -37,18 +37,30 @@ class Queues:
     dlq_url: str
 
 
-def _speed_up_moto() -> None:
-    """Make two of moto's per-message checks O(1) instead of O(queue depth).
+def _fix_moto() -> None:
+    """Two repairs to moto's SQS, so the stand-in behaves like SQS under load.
 
-    moto's ReceiveMessage asks, for every message it looks at, whether the message is
-    within the queue's retention period, and answers by computing *every* queue
-    attribute, including the approximate counts that scan the whole queue, three times
-    over. That makes a receive O(depth^2) and is most of why moto slows down as its
-    queue grows. Real SQS does not behave like that, so the stand-in should not either:
-    read the retention period straight from the queue. Semantics are unchanged.
+    1. **A lost-update race.** ``Queue.delete_message`` rebuilds the message list and
+       assigns it back without the lock that ``add_message`` appends under, so a message
+       sent while another is being deleted can vanish. With several workers deleting
+       while a producer sends, the fault suite saw transfers that no worker ever
+       received. Deleting under the same lock closes the race.
+    2. **O(depth^2) receives.** ReceiveMessage asks, for every message it looks at,
+       whether the message is within the retention period, and answers by computing
+       *every* queue attribute (approximate counts that scan the whole queue) three
+       times over; most of why moto slows down as its queue grows. Reading the
+       retention period straight from the queue gives the same answer in O(1).
     """
     from moto.core.utils import unix_time
-    from moto.sqs.models import Message, SQSBackend
+    from moto.sqs.models import Message, Queue, SQSBackend
+
+    if getattr(Queue, "_dsql_transfers_fixed", False):
+        return
+    delete_message = Queue.delete_message
+
+    def locked_delete(self: Queue, receipt_handle: str) -> None:
+        with self._messages_lock:
+            delete_message(self, receipt_handle)
 
     def within_retention(self: SQSBackend, queue_name: str, message: Message) -> bool:
         # Set from the MessageRetentionPeriod attribute by Queue._set_attributes.
@@ -56,7 +68,9 @@ def _speed_up_moto() -> None:
         retain_until = retention_s + (message.sent_timestamp or 0) / 1000
         return bool(retain_until > unix_time())
 
+    Queue.delete_message = locked_delete  # type: ignore[method-assign]
     SQSBackend.is_message_valid_based_on_retention_period = within_retention  # type: ignore[method-assign]
+    Queue._dsql_transfers_fixed = True  # type: ignore[attr-defined]
 
 
 class LocalSqs:
@@ -65,7 +79,7 @@ class LocalSqs:
     def __init__(self, port: int | None = None) -> None:
         from moto.server import ThreadedMotoServer
 
-        _speed_up_moto()
+        _fix_moto()
         self.port = port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 

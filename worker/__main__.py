@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from worker.cli import main
+# Before anything heavy is imported: a SIGTERM during start-up must not kill us.
+from worker import shutdown
+
+shutdown.install()
+
+from worker.cli import main  # noqa: E402 - after the signal handlers, on purpose
 
 if __name__ == "__main__":
     raise SystemExit(main())

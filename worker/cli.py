@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import psycopg
 from pydantic import ValidationError
 
+from worker import shutdown
 from worker.db import NotConfigured, connect
 from worker.logs import configure_logging
 from worker.settings import Settings
@@ -21,6 +22,7 @@ from worker.settings import Settings
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_SIGTERM = 128 + 15
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -62,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit status."""
     args = build_parser().parse_args(argv)
     handler: Command = args.handler
+    if handler is not run_command:
+        # Only `run` drains on SIGTERM; the other commands stop the ordinary way.
+        if shutdown.requested():
+            return EXIT_SIGTERM
+        shutdown.restore_defaults()
     try:
         return handler(args)
     except (NotConfigured, InvalidSettings) as exc:

@@ -6,17 +6,17 @@ both run the same engine with the same policies.
 
 from __future__ import annotations
 
-import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
+from worker import shutdown
 from worker.db import create_pool
 from worker.engine import TransferEngine
 from worker.metrics import Metrics
@@ -75,12 +75,13 @@ def run_worker(settings: Settings) -> int:
     )
     consumer = Consumer(config, service.client, service.processor, service.dead_letters)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal received, draining", signal=signal.Signals(signum).name)
+    def on_signal(name: str) -> None:
+        log.info("signal received, draining", signal=name)
         consumer.stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    if threading.current_thread() is threading.main_thread():
+        shutdown.install()  # idempotent; `python -m worker` already did it
+    shutdown.on_request(on_signal)
     service.metrics.start(settings.metrics_interval_s)
     try:
         consumer.run()
