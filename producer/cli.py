@@ -15,6 +15,9 @@ arguments, no database or queue configured or reachable, schema missing); 3 ``se
 ``send`` and ``load`` (:mod:`producer.send`, :mod:`producer.load`) put transfers on the
 SQS queue (QUEUE_URL or QUEUE_NAME) and can wait for their results.
 
+``dlq peek`` and ``dlq redrive`` (:mod:`producer.dlq`) show what is on the dead-letter
+queue (DLQ_URL) and move it back to the transfer queue.
+
 Results go to stdout, progress and errors to stderr, so ``--json`` output can be
 piped as is.
 """
@@ -34,7 +37,7 @@ import psycopg
 import pydantic
 from psycopg import errors as pg_errors
 
-from producer import load, send
+from producer import dlq, load, send
 from worker.db import NotConfigured, connect
 from worker.outcomes import TransferResult
 from worker.settings import Settings
@@ -290,6 +293,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     register_stats,
     send.register,
     load.register,
+    dlq.register,
 )
 """Every subcommand, in ``--help`` order. Add ``send.register`` etc. here."""
 
