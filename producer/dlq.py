@@ -54,7 +54,16 @@ from worker.contract import parse_body
 from worker.errors import MalformedRequest
 from worker.processing import Message
 from worker.settings import Settings
-from worker.sqs import BATCH, QueueNotConfigured, queue_url, sqs_client
+from worker.sqs import (
+    BATCH,
+    DLQ_ATTRIBUTES,
+    ERROR,
+    SOURCE_MESSAGE_ID,
+    SOURCE_QUEUE,
+    QueueNotConfigured,
+    queue_url,
+    sqs_client,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -75,8 +84,6 @@ RECEIVE_WAIT_S = 1
 BODY_PREVIEW = 200
 MAX_RATE = 500
 """StartMessageMoveTask's upper bound for MaxNumberOfMessagesPerSecond."""
-DLQ_ATTRIBUTES = frozenset({"error", "source_message_id", "source_queue"})
-"""What :class:`worker.sqs.DeadLetters` attaches; dropped on redrive."""
 UNSUPPORTED_CODES = frozenset(
     {
         "InvalidAction",
@@ -129,9 +136,9 @@ class DeadLetter:
 
         return cls(
             message=Message.from_sqs(dict(raw)),
-            error=text("error"),
-            source_message_id=text("source_message_id"),
-            source_queue=text("source_queue"),
+            error=text(ERROR),
+            source_message_id=text(SOURCE_MESSAGE_ID),
+            source_queue=text(SOURCE_QUEUE),
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -14,26 +14,11 @@ from typing import Any, LiteralString
 import psycopg
 
 from producer.stats import StatsRow
-from worker.engine import RESULT_COLUMNS, result_from_row
+from worker.engine import result_from_row
+from worker.history import HISTORY
 from worker.outcomes import TransferResult
 
 BALANCE: LiteralString = "SELECT balance FROM accounts WHERE id = %(account_id)s"
-
-HISTORY: LiteralString = (
-    # Each branch is a backward scan of one history index, (payer_id, completed_at)
-    # or (payee_id, completed_at), stopping after %(limit)s rows; the outer query merges
-    # at most 2 x limit rows. An OR over both columns would scan instead.
-    "(SELECT " + RESULT_COLUMNS + " FROM transfer_results"
-    " WHERE payer_id = %(account_id)s"
-    " ORDER BY completed_at DESC LIMIT %(limit)s)"
-    " UNION ALL"
-    # A same_account rejection names the account on both sides: list it once.
-    " (SELECT " + RESULT_COLUMNS + " FROM transfer_results"
-    " WHERE payee_id = %(account_id)s AND payer_id <> %(account_id)s"
-    " ORDER BY completed_at DESC LIMIT %(limit)s)"
-    " ORDER BY completed_at DESC, transfer_id LIMIT %(limit)s"
-)
-"""The latest ``%(limit)s`` results paid by or to ``%(account_id)s``, newest first."""
 
 STATS_COLUMNS: LiteralString = "status, reason, attempts, transaction_ms, completed_at"
 """The columns of a :data:`producer.stats.StatsRow`, in its order."""

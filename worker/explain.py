@@ -18,6 +18,7 @@ from typing import Any, LiteralString
 import psycopg
 
 from worker.engine import CREDIT, DEBIT, INSERT_RESULT, SELECT_RESULT
+from worker.history import HISTORY
 from worker.outcomes import Status
 
 SAMPLE_AMOUNT = Decimal("0.01")
@@ -43,7 +44,6 @@ def explain_transfer(conn: psycopg.Connection[Any]) -> list[Plan]:
     ``conn`` must not be in autocommit mode (each statement would commit on its own).
     Raises :class:`NotEnoughAccounts` when ``accounts`` has fewer than two rows.
     """
-    from producer.queries import HISTORY
 
     if conn.autocommit:
         raise ValueError("explain needs a transaction; pass a connection without autocommit")

@@ -26,6 +26,9 @@ BATCH = 10
 """SQS's limit for every batch API."""
 
 MAX_ERROR_ATTRIBUTE = 1024
+ERROR, SOURCE_MESSAGE_ID, SOURCE_QUEUE = "error", "source_message_id", "source_queue"
+DLQ_ATTRIBUTES = frozenset({ERROR, SOURCE_MESSAGE_ID, SOURCE_QUEUE})
+"""Message attributes :class:`DeadLetters` adds to a dead-lettered copy."""
 
 
 class QueueNotConfigured(RuntimeError):
@@ -85,9 +88,9 @@ class DeadLetters:
     def send(self, message: Message, error: str) -> None:
         """Send ``message`` to the DLQ; raises if SQS refuses (then do not delete it)."""
         attributes = {
-            "error": {"DataType": "String", "StringValue": error[:MAX_ERROR_ATTRIBUTE] or "?"},
-            "source_message_id": {"DataType": "String", "StringValue": message.message_id},
-            "source_queue": {"DataType": "String", "StringValue": self._source},
+            ERROR: {"DataType": "String", "StringValue": error[:MAX_ERROR_ATTRIBUTE] or "?"},
+            SOURCE_MESSAGE_ID: {"DataType": "String", "StringValue": message.message_id},
+            SOURCE_QUEUE: {"DataType": "String", "StringValue": self._source},
         }
         extra: dict[str, str] = {}
         if self._url.endswith(".fifo"):
