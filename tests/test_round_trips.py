@@ -21,7 +21,7 @@ from sandbox.netproxy import LatencyProxy
 from worker.contract import TransferRequest
 from worker.db import create_pool
 from worker.engine import TransferEngine
-from worker.outcomes import Reason, Status, TransferResult
+from worker.outcomes import Reason, TransferResult
 from worker.settings import Settings
 
 ONE_WAY_DELAY_S = 0.010
@@ -63,59 +63,38 @@ def req(
     )
 
 
-def test_committed_transfer_takes_two_round_trips(
-    measured: tuple[TransferEngine, LatencyProxy],
-) -> None:
-    """BEGIN+read+debit+credit, then insert+COMMIT: two round trips, uncontended."""
-    engine, proxy = measured
+REPEATED = req(1, 2, "0.01")
 
-    def commit(i: int) -> TransferResult:
-        result = engine.apply(req(1 + i, 50 + i, "0.01"))
-        assert result.status is Status.COMMITTED
+# (name, request for the i-th run, what the result must show, expected round trips)
+CASES = [
+    # BEGIN+read+debit+credit, then insert+COMMIT.
+    ("committed", lambda i: req(1 + i, 50 + i, "0.01"), lambda r: r.committed, 2),
+    # Insufficient funds: the ROLLBACK travels with the rejection's insert.
+    ("rejected in the transaction", lambda i: req(1 + i, 50 + i, "1000"),
+     lambda r: r.reason is Reason.INSUFFICIENT_FUNDS, 2),
+    # Rejected by validation: accounts are never touched.
+    ("rejected by validation", lambda i: req(1 + i, 1 + i, "1"),
+     lambda r: r.reason is Reason.SAME_ACCOUNT, 1),
+    # A repeat finds the earlier result in round trip 1 and rolls back in round trip 2.
+    ("duplicate", lambda _: REPEATED, lambda r: r.duplicate, 2),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "make", "expect", "trips"), CASES, ids=[c[0] for c in CASES])
+def test_round_trips_per_outcome(
+    measured: tuple[TransferEngine, LatencyProxy],
+    name: str,
+    make: Callable[[int], TransferRequest],
+    expect: Callable[[TransferResult], bool],
+    trips: int,
+) -> None:
+    """Each outcome costs its pinned number of round trips: 2 for a committed transfer."""
+    engine, proxy = measured
+    engine.apply(REPEATED)  # the earlier delivery the duplicate case repeats
+
+    def once(i: int) -> TransferResult:
+        result = engine.apply(make(i))
+        assert expect(result), name
         return result
 
-    assert round_trips(proxy, commit) == 2
-
-
-def test_in_transaction_rejection_takes_two_round_trips(
-    measured: tuple[TransferEngine, LatencyProxy],
-) -> None:
-    """Insufficient funds: the ROLLBACK travels with the rejection's insert."""
-    engine, proxy = measured
-
-    def reject(i: int) -> TransferResult:
-        result = engine.apply(req(1 + i, 50 + i, "1000"))
-        assert result.reason is Reason.INSUFFICIENT_FUNDS
-        return result
-
-    assert round_trips(proxy, reject) == 2
-
-
-def test_invalid_request_is_recorded_in_one_round_trip(
-    measured: tuple[TransferEngine, LatencyProxy],
-) -> None:
-    """A request rejected by validation never touches accounts: one round trip."""
-    engine, proxy = measured
-
-    def invalid(i: int) -> TransferResult:
-        result = engine.apply(req(1 + i, 1 + i, "1"))
-        assert result.reason is Reason.SAME_ACCOUNT
-        return result
-
-    assert round_trips(proxy, invalid) == 1
-
-
-def test_duplicate_delivery_takes_two_round_trips(
-    measured: tuple[TransferEngine, LatencyProxy],
-) -> None:
-    """A repeat finds the earlier result in round trip 1 and rolls back in round trip 2."""
-    engine, proxy = measured
-    first = req(1, 2, "0.01")
-    engine.apply(first)
-
-    def repeat(_: int) -> TransferResult:
-        result = engine.apply(first)
-        assert result.duplicate
-        return result
-
-    assert round_trips(proxy, repeat) == 2
+    assert round_trips(proxy, once) == trips
