@@ -28,6 +28,9 @@ COUNTERS = ("Committed", "Rejected", "Duplicates", "Failed", "Malformed", "OccRe
 SAMPLED = ("TransactionMs", "EndToEndMs")
 
 
+_SAMPLER = random.Random()
+
+
 class _Reservoir:
     """Uniform sample of at most MAX_VALUES values (Vitter's algorithm R)."""
 
@@ -40,7 +43,7 @@ class _Reservoir:
         if len(self.values) < MAX_VALUES:
             self.values.append(value)
         else:
-            slot = random.randrange(self.seen)
+            slot = _SAMPLER.randrange(self.seen)
             if slot < MAX_VALUES:
                 self.values[slot] = value
 

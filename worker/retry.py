@@ -17,6 +17,9 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from worker.settings import Settings
 
+_JITTER = random.Random()
+"""Our own generator: jitter must not depend on (or disturb) the global random state."""
+
 
 class Fault(Enum):
     """A transient failure: nothing was applied, the same transfer may run again."""
@@ -94,4 +97,4 @@ class RetryPolicy:
     def backoff_s(self, failed_attempts: int) -> float:
         """Seconds to sleep after ``failed_attempts`` (>= 1) failures."""
         ceiling = min(self.cap_s, self.base_s * 2 ** min(failed_attempts - 1, 30))
-        return random.uniform(0, ceiling)
+        return _JITTER.uniform(0, ceiling)
