@@ -277,3 +277,37 @@ def test_transfers_on_one_account_never_run_concurrently(
         send(local_sqs, queues.queue_url, [body(1 + i % 4, 2 + i % 4, "0.5") for i in range(80)])
         wait_for(lambda: result_count(funded) == 80)
     assert overlaps == []
+
+
+def test_fifo_queue_applies_each_group_in_order(
+    settings: Settings, local_sqs: LocalSqs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a FIFO queue (group = payer) a payer's transfers apply in the order sent: the
+    payer's balance after each transfer falls step by step."""
+    for key, value in local_sqs.env().items():
+        monkeypatch.setenv(key, value)
+    fifo = local_sqs.create_queues(f"fifo-{uuid.uuid4().hex[:8]}", fifo=True)
+    reset_accounts(settings, 6, Decimal(100))
+    client = local_sqs.client()
+    sent: dict[int, list[uuid.UUID]] = {1: [], 2: []}
+    for i in range(20):
+        payer = 1 + i % 2
+        tid = uuid.uuid4()
+        sent[payer].append(tid)
+        client.send_message(
+            QueueUrl=fifo.queue_url,
+            MessageBody=body(payer, 3 + i % 4, "1", tid),
+            MessageGroupId=str(payer),
+            MessageDeduplicationId=str(tid),
+        )
+    fifo_settings = settings.model_copy(
+        update={"queue_url": fifo.queue_url, "dlq_url": fifo.dlq_url, "receive_wait_s": 1}
+    )
+    with running_worker(fifo_settings):
+        wait_for(lambda: result_count(fifo_settings) == 20)
+    with connect(fifo_settings) as conn:
+        balance = dict(
+            conn.execute("SELECT transfer_id, payer_balance FROM transfer_results").fetchall()
+        )
+    for payer, ids in sent.items():
+        assert [balance[t] for t in ids] == [Decimal(99 - k) for k in range(10)], payer
