@@ -11,7 +11,13 @@ machine's, so any machine builds either architecture:
    needs no network). The install resolves the lock's own requirements, so it fails if
    the lock is not closed under them;
 2. copy ``worker/``, drop ``__pycache__`` and console scripts (``bin/``);
-3. write the zip with sorted entries, a fixed timestamp and normalized permissions: the
+3. compile everything to CPython 3.12 bytecode with a ``python3.12`` from this machine
+   (:func:`find_python312`): ``/var/task`` is read-only, so without shipped ``.pyc``
+   files every cold start compiles every module again (measured: about 2.0 s instead of
+   0.56 s to import the handler). Hash-based, unchecked ``.pyc`` files with paths
+   rewritten to ``/var/task`` keep the build reproducible. Without a ``python3.12`` the
+   zip is built without bytecode, with a warning;
+4. write the zip with sorted entries, a fixed timestamp and normalized permissions: the
    same lock and source give the same bytes, so a redeploy of unchanged code changes
    nothing.
 
@@ -114,6 +120,7 @@ def build(
                 staging / package,
                 ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"),
             )
+        _compile(staging)
         unzipped = write_zip(staging, output)
     if unzipped > UNZIPPED_LIMIT:
         raise BuildFailed(
@@ -123,18 +130,50 @@ def build(
     return output
 
 
+def find_python312() -> str | None:
+    """A python3.12 interpreter: $LAMBDA_PYTHON, python3.12 on PATH, or pyenv's."""
+    candidates = [os.environ.get("LAMBDA_PYTHON"), shutil.which("python3.12")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += [str(p) for p in sorted(pyenv_root.glob("versions/3.12*/bin/python3.12"))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(  # noqa: S603 - probing candidate interpreters
+            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def _compile(staging: Path) -> None:
+    python = find_python312()
+    if python is None:
+        print(
+            "warning: no python3.12 found (set LAMBDA_PYTHON): the zip has no bytecode, "
+            "and every cold start will compile every module",
+            file=sys.stderr,
+        )
+        return
+    subprocess.run(  # noqa: S603 - a python3.12 we just probed
+        [python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+         "unchecked-hash", "-s", str(staging), "-p", "/var/task", str(staging)],
+        check=True,
+    )  # fmt: skip
+
+
 def write_zip(source: Path, output: Path) -> int:
     """Zip every file under ``source`` deterministically; returns the unzipped size.
 
     Entries are sorted by path and carry a fixed timestamp; permissions are 0644, or
-    0755 for files with any execute bit. Bytecode and ``__pycache__`` are left out.
+    0755 for files with any execute bit. Of bytecode, only CPython 3.12's
+    ``__pycache__/*.cpython-312.pyc`` is kept.
     """
     files = sorted(
         (path.relative_to(source).as_posix(), path)
         for path in source.rglob("*")
-        if path.is_file()
-        and "__pycache__" not in path.relative_to(source).parts
-        and path.suffix not in {".pyc", ".pyo"}
+        if path.is_file() and _shipped(path.relative_to(source))
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
@@ -155,6 +194,12 @@ def write_zip(source: Path, output: Path) -> int:
     finally:
         partial.unlink(missing_ok=True)
     return total
+
+
+def _shipped(relative: Path) -> bool:
+    if relative.suffix in {".pyc", ".pyo"} or "__pycache__" in relative.parts:
+        return relative.parent.name == "__pycache__" and relative.name.endswith(".cpython-312.pyc")
+    return True
 
 
 def _install(arch: str, lock: Path, cache: Path, staging: Path) -> None:

@@ -8,10 +8,8 @@ build/wheels; the first run downloads the wheels).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -73,23 +71,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def find_python312() -> str | None:
-    """A python3.12 interpreter: $LAMBDA_PYTHON, python3.12 on PATH, or pyenv's."""
-    candidates = [os.environ.get("LAMBDA_PYTHON"), shutil.which("python3.12")]
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += [str(p) for p in sorted(pyenv_root.glob("versions/3.12*/bin/python3.12"))]
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.stdout.strip() == "True":
-            return candidate
-    return None
-
-
 def build_zip(arch: str, output: Path) -> tuple[Path, str]:
     """Run the CLI as `make lambda-zip` does; returns the zip and what it printed."""
     done = subprocess.run(
@@ -136,7 +117,7 @@ def native_zip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def python312() -> str:
     """The interpreter that plays the python3.12 runtime."""
-    found = find_python312()
+    found = lambda_zip.find_python312()
     if found is None:
         pytest.skip("python3.12 not found (set LAMBDA_PYTHON)")
     return found
@@ -230,7 +211,8 @@ def test_zip_holds_worker_and_exactly_the_locked_distributions(
     native_zip: tuple[Path, str],
 ) -> None:
     """worker/ plus one dist-info per lock pin at its version; no other project code,
-    no bytecode, no console scripts; the CLI prints the size."""
+    no console scripts; CPython 3.12 bytecode for every module (cold starts do not
+    compile), paths rewritten to /var/task; the CLI prints the size."""
     path, printed = native_zip
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
@@ -242,7 +224,17 @@ def test_zip_holds_worker_and_exactly_the_locked_distributions(
     assert dists == locked()
     assert "worker/lambda_handler.py" in names
     assert {n.split("/")[0] for n in names} & {"producer", "sandbox", "tests", "bin"} == set()
-    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+    bytecode = [n for n in names if n.endswith((".pyc", ".pyo"))]
+    assert bytecode
+    assert all(
+        n.endswith(".cpython-312.pyc") and n.split("/")[-2] == "__pycache__" for n in bytecode
+    )
+    assert len(bytecode) == len([n for n in names if n.endswith(".py")])
+    assert "worker/__pycache__/lambda_handler.cpython-312.pyc" in names
+    with zipfile.ZipFile(path) as archive:
+        pyc = archive.read("worker/__pycache__/lambda_handler.cpython-312.pyc")
+    assert b"/var/task/worker/lambda_handler.py" in pyc
+    assert b"/tmp/" not in pyc
     assert f"{path}: " in printed
     assert "MiB" in printed
 
