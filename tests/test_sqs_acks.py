@@ -46,7 +46,7 @@ def test_deletes_go_out_in_batches_of_ten(sqs: Any) -> None:
     """25 deletes from the acknowledger cost 3 DeleteMessageBatch calls, none single."""
     url = sqs.create_queue(QueueName="q")["QueueUrl"]
     messages = [m for _ in range(3) for m in received(sqs, url, 10)][:25]
-    acks = Acknowledger(sqs, url, linger_s=0.2)
+    acks = Acknowledger(sqs, url, linger_s=0.2, senders=1)
     for message in messages:
         acks.delete(message)
     acks.close()
@@ -99,3 +99,18 @@ def test_failed_batch_call_is_logged_not_raised(sqs: Any) -> None:
     acks.delete(Message(message_id="n", body="", receipt_handle="s"))
     acks.close()
     assert sqs.calls["DeleteMessageBatch"] == 2
+
+
+def test_several_senders_deliver_every_acknowledgement(sqs: Any) -> None:
+    """With four sender threads every delete still happens, in full batches under load."""
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    messages = [m for _ in range(10) for m in received(sqs, url, 10)]
+    acks = Acknowledger(sqs, url, senders=4)
+    for message in messages:
+        acks.delete(message)
+    acks.close()
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert attrs["ApproximateNumberOfMessages"] == "0"
+    assert acks.pending == 0
+    assert sqs.calls["DeleteMessage"] == 0

@@ -183,10 +183,13 @@ class Consumer:
     def _wait_for_room(self) -> int:
         with self._room:
             while not self._stopping.is_set():
-                room = self._capacity - len(self._held)
+                # Applied-but-unacknowledged messages count too: receiving faster than
+                # we can delete only grows SQS's in-flight set (and moto's scans).
+                room = self._capacity - len(self._held) - self._acks.pending
                 if room > 0:
                     return room
-                self._room.wait(1.0)
+                # Woken by finished transfers; acknowledgements draining do not notify.
+                self._room.wait(0.05 if self._acks.pending else 1.0)
         return 0
 
     def _accept(self, message: Message) -> None:
