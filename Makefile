@@ -38,6 +38,11 @@ unit: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/python -m faults $(if $(SEED),--seed $(SEED))
 
+# The benchmark harness, not part of `make test`: about 13 minutes on 2 cores; prints the
+# table and writes bench/results.json. `make bench BENCH_ARGS=--quick` takes about 4.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 # The python3.12 Lambda deployment zip, from manylinux wheels, no Docker (ARCH=arm64 too).
 lambda-zip: $(STAMP)
 	$(BIN)/python -m sandbox.lambda_zip --arch $(ARCH) --output build/lambda.zip

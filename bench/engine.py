@@ -1,0 +1,122 @@
+"""Transfer engine throughput without SQS: N threads calling ``TransferEngine.apply``.
+
+Each thread applies transfers between random distinct accounts of
+:data:`ACCOUNTS` (uncontended: two of 16 threads rarely pick the same account) through
+one pool of N connections, the way a worker's executors do. Committed transfers are
+counted over a fixed window after a warm-up, so connection set-up and the first
+statements' planning are not in the figure.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.cpu import own_cpu_s, postgres_cpu_s
+from producer.load import plan_transfers
+from producer.stats import percentile
+from worker.db import create_pool
+from worker.engine import TransferEngine
+from worker.outcomes import Status
+from worker.retry import RetryPolicy
+from worker.settings import Settings
+
+ACCOUNTS = 100_000
+ENDLESS = 10**12
+"""Transfers planned per thread: more than any window uses (drawn lazily)."""
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """One timed window at one concurrency."""
+
+    concurrency: int
+    duration_s: float
+    committed: int
+    tps: float
+    p50_ms: float
+    p99_ms: float
+    retries: int
+    """Extra attempts (conflicts) during the window: 0 expected on 100,000 accounts."""
+    client_cpu_us: float
+    """CPU of this process per committed transfer (all its threads) during the window."""
+    server_cpu_us: float | None
+    """CPU of the PostgreSQL server per committed transfer, when its data dir is known."""
+
+
+def run_engine(
+    settings: Settings,
+    concurrency: int,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    accounts: int = ACCOUNTS,
+    seed: int = 0,
+    pg_data_dir: Path | None = None,
+) -> EngineRun:
+    """Apply transfers from ``concurrency`` threads for ``warmup_s + duration_s``;
+    count what completed inside the last ``duration_s``."""
+    stop = threading.Event()
+    done: list[list[tuple[float, float, int, bool]]] = [[] for _ in range(concurrency)]
+    errors: list[BaseException] = []
+
+    with create_pool(settings, min_size=concurrency, max_size=concurrency, name="bench") as pool:
+        pool.wait()
+        engine = TransferEngine(pool, RetryPolicy())
+
+        def work(index: int) -> None:
+            mine = done[index]
+            transfers = plan_transfers(ENDLESS, accounts, random.Random(seed * 1000 + index))
+            try:
+                for request in transfers:
+                    if stop.is_set():
+                        return
+                    started = time.perf_counter()
+                    result = engine.apply(request)
+                    ended = time.perf_counter()
+                    mine.append(
+                        (ended, ended - started, result.attempts,
+                         result.status is Status.COMMITTED)
+                    )  # fmt: skip
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                errors.append(exc)
+                stop.set()
+
+        threads = [
+            threading.Thread(target=work, args=(i,), name=f"bench-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        stop.wait(warmup_s)
+        window_start = time.perf_counter()
+        cpu_start = own_cpu_s()
+        pg_start = postgres_cpu_s(pg_data_dir) if pg_data_dir else 0.0
+        stop.wait(duration_s)
+        window_end = time.perf_counter()
+        cpu_end = own_cpu_s()
+        pg_end = postgres_cpu_s(pg_data_dir) if pg_data_dir else 0.0
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    inside = [entry for mine in done for entry in mine if window_start <= entry[0] < window_end]
+    committed = [entry for entry in inside if entry[3]]
+    latencies = sorted(entry[1] * 1000 for entry in committed)
+    elapsed = window_end - window_start
+    return EngineRun(
+        concurrency=concurrency,
+        duration_s=elapsed,
+        committed=len(committed),
+        tps=len(committed) / elapsed,
+        p50_ms=statistics.median(latencies) if latencies else float("nan"),
+        p99_ms=percentile(latencies, 99) if latencies else float("nan"),
+        retries=sum(entry[2] - 1 for entry in inside),
+        client_cpu_us=1e6 * (cpu_end - cpu_start) / max(len(committed), 1),
+        server_cpu_us=1e6 * (pg_end - pg_start) / max(len(committed), 1) if pg_data_dir else None,
+    )
