@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from types import TracebackType
 from typing import Self
 
 import psycopg
@@ -14,6 +13,7 @@ from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from producer.accounts import reset_accounts
+from sandbox.lifecycle import Service
 from sandbox.postgres import EmbeddedPostgres
 from worker.db import connect
 from worker.schema import migrate
@@ -38,7 +38,7 @@ class Endpoint:
         )
 
 
-class BenchServer:
+class BenchServer(Service):
     """An embedded PostgreSQL with the migrated ``transfers`` database and an empty
     ``pgbench`` database."""
 
@@ -55,16 +55,9 @@ class BenchServer:
             migrate(conn, Backend.POSTGRES)
         return self
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.pg.cleanup()
+    def close(self) -> None:
+        """Stop the server and delete its data."""
+        self.pg.close()
 
     def endpoint(self, dbname: str = TRANSFERS_DB) -> Endpoint:
         """The server's address for ``dbname``."""

@@ -17,11 +17,12 @@ import itertools
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import Self
 
+from sandbox.lifecycle import Service
 
-class LatencyProxy:
+
+class LatencyProxy(Service):
     """Forward 127.0.0.1:``port`` to ``target``, ``delay_s`` late in each direction."""
 
     def __init__(
@@ -63,17 +64,6 @@ class LatencyProxy:
         self._listener.close()
         for sock in list(self._sockets):
             _close_quietly(sock)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _accept_loop(self) -> None:
         while not self._closed.is_set():

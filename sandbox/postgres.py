@@ -19,8 +19,9 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
+
+from sandbox.lifecycle import Service
 
 with warnings.catch_warnings():
     # pgserver resolves a runtime directory at import and warns when XDG_RUNTIME_DIR
@@ -46,7 +47,7 @@ def free_port() -> int:
         return port
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(Service):
     """A throwaway PostgreSQL cluster listening on 127.0.0.1:``port``."""
 
     def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
@@ -89,22 +90,11 @@ class EmbeddedPostgres:
         time.sleep(downtime_s)
         self.start()
 
-    def cleanup(self) -> None:
+    def close(self) -> None:
         """Stop the server and delete its data directory if we created it."""
         self.stop("immediate")
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def _prepare_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

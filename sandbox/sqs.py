@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import boto3
 
+from sandbox.lifecycle import Service
 from sandbox.postgres import free_port
 
 REGION = "us-east-1"
@@ -73,7 +73,7 @@ def _fix_moto() -> None:
     Queue._dsql_transfers_fixed = True  # type: ignore[attr-defined]
 
 
-class LocalSqs:
+class LocalSqs(Service):
     """moto's ThreadedMotoServer on 127.0.0.1:``port``."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -140,17 +140,6 @@ class LocalSqs:
         self._server.start()
         return self
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop serving."""
         self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

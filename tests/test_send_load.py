@@ -230,20 +230,24 @@ def test_send_refuses_what_the_worker_would_dead_letter(
     assert drain(local_sqs.client(), queues.queue_url) == []
 
 
-def test_send_wait_prints_the_committed_outcome(
-    capsys: pytest.CaptureFixture[str],
-    local_sqs: LocalSqs,
-    queues: Queues,
-    env: dict[str, str],
-    database_url: str,
-) -> None:
-    """send --wait prints payer balance, transaction time and attempts, and exits 0."""
+def send_and_wait(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], database_url: str, amount: str
+) -> tuple[int, str]:
+    """`send --wait` of ``amount`` from account 1 (balance 100) to 2, a worker consuming."""
     open_accounts(database_url, 2, "100")
     with running_worker(worker_settings(env)):
         code, out, _ = run(
-            capsys, "send", "--payer", "1", "--payee", "2", "--amount", "10", "--wait",
+            capsys, "send", "--payer", "1", "--payee", "2", "--amount", amount, "--wait",
             "--timeout", "20",
         )  # fmt: skip
+    return code, out
+
+
+def test_send_wait_prints_the_committed_outcome(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], database_url: str
+) -> None:
+    """send --wait prints payer balance, transaction time and attempts, and exits 0."""
+    code, out = send_and_wait(capsys, env, database_url, "10")
     assert code == 0
     transfer_id, *outcome = out.splitlines()
     uuid.UUID(transfer_id)
@@ -254,19 +258,10 @@ def test_send_wait_prints_the_committed_outcome(
 
 
 def test_send_wait_prints_the_rejection_reason(
-    capsys: pytest.CaptureFixture[str],
-    local_sqs: LocalSqs,
-    queues: Queues,
-    env: dict[str, str],
-    database_url: str,
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], database_url: str
 ) -> None:
     """A rejected transfer prints its reason and exits 1."""
-    open_accounts(database_url, 2, "100")
-    with running_worker(worker_settings(env)):
-        code, out, _ = run(
-            capsys, "send", "--payer", "1", "--payee", "2", "--amount", "100.01", "--wait",
-            "--timeout", "20",
-        )  # fmt: skip
+    code, out = send_and_wait(capsys, env, database_url, "100.01")
     assert code == 1
     assert out.splitlines()[1:] == [
         "rejected",
