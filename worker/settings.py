@@ -49,9 +49,29 @@ class Settings(BaseSettings):
         default="admin",
         description="Database role. 'admin' signs DbConnectAdmin tokens, others DbConnect.",
     )
-    dsql_sslrootcert: str = Field(
-        default="system",
-        description="CA bundle for sslmode=verify-full; 'system' uses the OS trust store.",
+    dsql_sslrootcert: str | None = Field(
+        default=None,
+        description="CA bundle for sslmode=verify-full. Unset: the Amazon Trust Services roots "
+        "shipped in the package (works in any image, no OS CA store needed); a path; or "
+        "'system' for the OS trust store (libpq then needs SSL_CERT_FILE/SSL_CERT_DIR).",
+    )
+    db_schema: str = Field(
+        default="public",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Schema holding the tables (set as search_path on every connection), so "
+        "one cluster can hold several environments.",
+    )
+    db_worker_role: str = Field(
+        default="transfers_worker",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Login role `migrate` creates for the workers: SELECT/INSERT/UPDATE on "
+        "exactly what a transfer touches. Workers connect as it with DSQL_USER.",
+    )
+    db_reader_role: str = Field(
+        default="transfers_reader",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Read-only login role `migrate` creates for the producer's read commands "
+        "(balance, history, stats, audit, results).",
     )
     pool_min_size: int = Field(default=2, ge=0, description="Connections kept open.")
     pool_max_size: int = Field(default=10, ge=1, description="Upper bound on connections.")
@@ -109,9 +129,28 @@ class Settings(BaseSettings):
     retry_visibility_s: int = Field(
         default=2,
         ge=0,
-        le=900,
-        description="First backoff before a transiently failed message is redelivered; "
-        "doubles per receive, capped at 5 minutes.",
+        le=43200,
+        description="First delay before a transiently failed message is redelivered "
+        "(worker.redelivery); grows per receive up to RETRY_VISIBILITY_MAX_S.",
+    )
+    retry_visibility_growth: float = Field(
+        default=2.0, ge=1, le=10, description="Factor by which the redelivery delay grows."
+    )
+    retry_visibility_max_s: int = Field(
+        default=300, ge=0, le=43200, description="Largest redelivery delay."
+    )
+    redelivery_horizon_s: int = Field(
+        default=1800,
+        ge=0,
+        description="A transiently failing message keeps being redelivered for at least this "
+        "long before the queue's redrive policy dead-letters it; the queue's maxReceiveCount "
+        "is computed from it (worker.redelivery).",
+    )
+    db_probe_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="While the database is unreachable the worker holds back and probes it "
+        "this often (jittered); it resumes receiving when a probe succeeds.",
     )
     drain_timeout_s: float = Field(
         default=25.0,
@@ -143,6 +182,12 @@ class Settings(BaseSettings):
     def _pool_bounds(self) -> Settings:
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
+        return self
+
+    @model_validator(mode="after")
+    def _redelivery(self) -> Settings:
+        if self.retry_visibility_s > self.retry_visibility_max_s:
+            raise ValueError("RETRY_VISIBILITY_S must not exceed RETRY_VISIBILITY_MAX_S")
         return self
 
     @property
