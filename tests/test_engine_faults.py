@@ -128,11 +128,14 @@ def test_closed_pool_is_not_retried(settings: Settings) -> None:
 
 
 def test_classify_maps_real_server_errors(server_url: str) -> None:
-    """40001/40P01 are conflicts, 57P01 a connection fault, syntax errors are neither."""
+    """40001/40P01 and OC000/OC001 are conflicts, 57P01 a connection fault, syntax errors
+    are neither."""
     with psycopg.connect(server_url, autocommit=True) as conn:
         for sqlstate, fault in [
             ("40001", Fault.CONFLICT),
             ("40P01", Fault.CONFLICT),
+            ("OC000", Fault.CONFLICT),  # DSQL's codes as the SQLSTATE itself
+            ("OC001", Fault.CONFLICT),
             ("57P01", Fault.CONNECTION),
             ("08006", Fault.CONNECTION),
             ("22012", None),

@@ -207,6 +207,29 @@ def test_handler_runs_from_the_zip_in_isolated_python312(
     assert [m["Body"] for m in dead] == ["{not json"]
 
 
+def test_unzipped_package_trusts_its_own_amazon_roots(task_root: Path, python312: str) -> None:
+    """In the Lambda runtime's shape (isolated python3.12, no CA variable in the
+    environment) a DSQL connection would verify against the root file inside the zip."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from worker.db import ssl_root_cert\n"
+        "from worker.settings import Settings\n"
+        "print(ssl_root_cert(Settings(dsql_endpoint='abc.dsql.us-east-1.on.aws')))\n"
+    )
+    done = subprocess.run(
+        [python312, "-I", "-S", "-c", probe, str(task_root)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    path = Path(done.stdout.strip())
+    assert path.is_relative_to(task_root)
+    assert path.name == "amazon-trust-services.pem"
+    assert "Amazon Root CA 1" in path.read_text()
+
+
 def test_zip_holds_worker_and_exactly_the_locked_distributions(
     native_zip: tuple[Path, str],
 ) -> None:

@@ -10,6 +10,21 @@ Broken connections are not checked on checkout (that would cost a round trip per
 transfer): psycopg_pool discards a connection returned in a broken state, and the
 engine retries a connection fault on a fresh one after :func:`purge_broken`.
 
+TLS to DSQL is ``verify-full`` against the Amazon Trust Services roots shipped in this
+package (:data:`BUNDLED_CA`). psycopg-binary carries its own OpenSSL, whose "system"
+store is a directory compiled into the wheel that ``python:3.12-slim`` and the Lambda
+runtime do not have: with ``sslrootcert=system`` and no ``SSL_CERT_FILE`` it trusts
+nothing and every connection fails. A file inside the package works everywhere the
+package is installed. ``DSQL_SSLROOTCERT`` overrides it with a path or ``system``.
+
+Prepared statements: psycopg prepares any statement run ``prepare_threshold`` (5)
+times, BEGIN and COMMIT included, and after a ROLLBACK it queues ``DEALLOCATE ALL``
+into the next transaction. DSQL documents neither named prepared statements' lifetime
+across that nor ``DEALLOCATE ALL`` inside a transaction, so DSQL connections never
+prepare (``prepare_threshold=None``: every statement is an unnamed Parse/Bind/Execute,
+which any PostgreSQL-protocol server must accept). PostgreSQL keeps psycopg's default;
+``docs/dsql-statements.md`` has the measured cost.
+
 Secrets: the DATABASE_URL is a ``SecretStr`` and tokens live only inside libpq's
 connection parameters. libpq and psycopg never echo a password in their errors, and
 nothing here logs connection parameters.
@@ -17,6 +32,9 @@ nothing here logs connection parameters.
 
 from __future__ import annotations
 
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,18 +46,61 @@ from worker.settings import Backend, Settings
 APPLICATION_NAME = "dsql-transfers"
 LOCK_TIMEOUT_S = 2.0
 """PostgreSQL only: the longest one attempt waits for a row lock."""
+BUNDLED_CA = Path(__file__).resolve().parent / "certs" / "amazon-trust-services.pem"
+"""Amazon Root CA 1-4 and Starfield Services Root G2, DSQL's trust anchors."""
+SYSTEM_CA = "system"
 
 
 class NotConfigured(RuntimeError):
     """Neither DATABASE_URL nor DSQL_ENDPOINT is set."""
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+class TransferPool(ConnectionPool[psycopg.Connection[Any]]):
+    """psycopg_pool's pool, checking connections with ``SELECT 1``.
+
+    psycopg_pool's own check sends an empty query string; an explicit statement is one
+    every server is documented to answer (DSQL included), and costs the same round trip.
+    """
+
+    @staticmethod
+    def check_connection(conn: psycopg.Connection[Any]) -> None:
+        """Raise if ``conn`` cannot run a trivial query (used by :meth:`check`)."""
+        if conn.autocommit:
+            conn.execute("SELECT 1")
+            return
+        conn.autocommit = True
+        try:
+            conn.execute("SELECT 1")
+        finally:
+            with suppress(psycopg.Error):  # a closed connection: keep the first error
+                conn.autocommit = False
+
+
+def _configure(backend: Backend, conn: psycopg.Connection[Any]) -> None:
     # DSQL only offers snapshot isolation; asking for it explicitly makes PostgreSQL
     # behave the same way (REPEATABLE READ), so tests see the same anomalies. Pooled
     # connections are in autocommit mode and their users write
     # "BEGIN ISOLATION LEVEL REPEATABLE READ" themselves (see worker.engine).
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
+    if backend is Backend.DSQL:
+        conn.prepare_threshold = None  # see the module docstring
+
+
+def ssl_root_cert(settings: Settings) -> str:
+    """The ``sslrootcert`` for DSQL: DSQL_SSLROOTCERT, or the bundled Amazon roots."""
+    return settings.dsql_sslrootcert or str(BUNDLED_CA)
+
+
+def _options(settings: Settings, *, lock_timeout: bool) -> dict[str, Any]:
+    """libpq's startup ``options``: the schema, and PostgreSQL's lock timeout."""
+    options = []
+    if settings.db_schema != "public":
+        # A startup parameter rather than a SET: it costs no round trip, and DSQL
+        # accepts it at connect (its own lint suite connects this way).
+        options.append(f"-c search_path={settings.db_schema}")
+    if lock_timeout:
+        options.append(f"-c lock_timeout={_lock_timeout_ms(settings)}")
+    return {"options": " ".join(options)} if options else {}
 
 
 def _dsql_kwargs(settings: Settings) -> dict[str, Any]:
@@ -47,9 +108,10 @@ def _dsql_kwargs(settings: Settings) -> dict[str, Any]:
         "user": settings.dsql_user,
         "dbname": "postgres",
         "sslmode": "verify-full",
-        "sslrootcert": settings.dsql_sslrootcert,
+        "sslrootcert": ssl_root_cert(settings),
         "connect_timeout": settings.connect_timeout_s,
         "application_name": APPLICATION_NAME,
+        **_options(settings, lock_timeout=False),
     }
     if settings.aws_region:
         kwargs["region"] = settings.aws_region
@@ -77,8 +139,9 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
             autocommit=autocommit,
             connect_timeout=settings.connect_timeout_s,
             application_name=APPLICATION_NAME,
+            **_options(settings, lock_timeout=False),
         )
-    _configure(conn)
+    _configure(settings.backend, conn)
     return conn
 
 
@@ -88,7 +151,7 @@ def create_pool(
     min_size: int | None = None,
     max_size: int | None = None,
     name: str = "transfers",
-) -> ConnectionPool[psycopg.Connection[Any]]:
+) -> TransferPool:
     """An unopened pool of autocommit connections; ``open(wait=True)`` or ``with`` it.
 
     Autocommit, because psycopg would otherwise send its implicit BEGIN in a round
@@ -100,19 +163,21 @@ def create_pool(
         "max_lifetime": settings.pool_max_lifetime_s,
         "max_idle": settings.pool_max_idle_s,
         "timeout": settings.pool_timeout_s,
-        "configure": _configure,
+        "configure": partial(_configure, settings.backend),
         "name": name,
         "open": False,
     }
     if settings.backend is Backend.DSQL:
-        from aurora_dsql_psycopg import create_pool as create_dsql_pool
+        from aurora_dsql_psycopg import DSQLConnection
 
         # The connector's connection class generates a new IAM token in connect().
-        pool: ConnectionPool[psycopg.Connection[Any]] = create_dsql_pool(
-            settings.dsql_endpoint, kwargs={**_dsql_kwargs(settings), "autocommit": True}, **common
+        return TransferPool(
+            settings.dsql_endpoint or "",
+            connection_class=DSQLConnection,
+            kwargs={**_dsql_kwargs(settings), "autocommit": True},
+            **common,
         )
-        return pool
-    return ConnectionPool(
+    return TransferPool(
         _postgres_conninfo(settings),
         kwargs={
             "connect_timeout": settings.connect_timeout_s,
@@ -121,7 +186,7 @@ def create_pool(
             # PostgreSQL blocks on row locks where DSQL would fail at COMMIT; without
             # a bound, one held lock could outlast the retry budget and the message's
             # visibility. 55P03 is then retried like a conflict, within the budget.
-            "options": f"-c lock_timeout={_lock_timeout_ms(settings)}",
+            **_options(settings, lock_timeout=True),
         },
         **common,
     )

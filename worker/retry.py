@@ -25,7 +25,8 @@ class Fault(Enum):
     """A transient failure: nothing was applied, the same transfer may run again."""
 
     CONFLICT = "conflict"
-    """OCC conflict (40001 incl. DSQL OC000/OC001), deadlock (40P01), a lock wait past
+    """OCC conflict (40001, or DSQL's OC000/OC001 in its message or as the SQLSTATE),
+    deadlock (40P01), a lock wait past
     lock_timeout (55P03, PostgreSQL only), or a concurrent insert of the same
     transfer_id (23505 on the results key)."""
     CONNECTION = "connection"
@@ -36,7 +37,9 @@ class Fault(Enum):
 # 53300 too_many_connections, 53400 DSQL's connection-rate limit.
 _CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "53400"})
 # 55P03 lock_not_available: PostgreSQL's lock_timeout (see worker.db), never on DSQL.
-_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+# OC000/OC001: DSQL reports its conflicts as 40001 with the code in the message, but
+# AWS's connectors also accept the code as the SQLSTATE itself, and so do we.
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "OC000", "OC001"})
 
 
 def classify(exc: BaseException) -> Fault | None:
