@@ -5,33 +5,61 @@ deleted and new ones inserted in batches, several connections at a time (rows in
 disjoint key ranges never conflict). Old transfer results are deleted too: they
 describe money movements between accounts that no longer exist, and the audit would
 rightly flag them. The baseline (account count, initial balance, expected total) is
-written last, in its own transaction, for ``producer audit``.
+written last, in its own transaction, for ``producer audit``; the old one is removed
+first, so an interrupted setup leaves no baseline behind and the audit says so.
+
+**Batches, with a margin.** At most :data:`ACCOUNT_BATCH` (1,000) accounts or
+:data:`RESULT_BATCH` (500) results per transaction: a third of DSQL's 3,000 rows, and
+half of it even if each result's two history-index entries count as rows. Should the
+server still refuse a batch as too large (SQLSTATE ``54000``, DSQL's limit class), the
+batch is split at its middle key and each half retried, recursively, down to a single
+row (:class:`BatchRefused` if even that is refused: then the limit is not the row
+count). Once a size has been refused, later batches that large are split before they
+are tried.
+
+**Bounded reads.** Nothing reads every existing id: the old rows are found by walking
+each table's primary key in ranges of one batch (:mod:`producer.keyranges`), one
+bounded statement per range, which also counts them for the progress bar. The plan
+holds one ``(after, upto, rows)`` triple per batch (about 3,000 for a million
+accounts and a million results).
 
 Run it on a quiet system (workers stopped): rows written while it runs may escape the
-key ranges it deletes. It reads every existing id first (about 40 MB per million).
+key ranges it deletes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, LiteralString
+from typing import Any, LiteralString, Protocol
 
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from producer.keyranges import KeyRange, split, walk
 from worker.contract import fits_numeric
 from worker.db import connect, create_pool
 from worker.settings import Settings
 
 MAX_ACCOUNTS = 1_000_000
-ACCOUNT_BATCH = 3_000
-"""DSQL's per-transaction row limit; accounts have no secondary index."""
-RESULT_BATCH = 1_000
-"""Deleting a result also deletes its two history-index entries: stay well inside the
-3,000-row limit even if index entries count towards it."""
+ACCOUNT_BATCH = 1_000
+"""Accounts per transaction: a third of DSQL's 3,000-row limit (no secondary index)."""
+RESULT_BATCH = 500
+"""Results per transaction: deleting one also deletes its two history-index entries,
+so even counting those this is half the 3,000-row limit."""
+TOO_LARGE = "54000"
+"""SQLSTATE of DSQL's per-transaction limits (rows, bytes, duration, memory)."""
 
 Progress = Callable[[int], None]
+
+
+class BatchRefused(RuntimeError):
+    """A batch of one row was still refused with SQLSTATE 54000."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,39 @@ class Baseline:
     expected_total: Decimal
 
 
+@dataclass(frozen=True)
+class ResetPlan:
+    """The batches a reset will run: old rows by key range, then the new accounts."""
+
+    accounts: int
+    old_results: list[KeyRange]
+    old_accounts: list[KeyRange]
+
+    @property
+    def rows(self) -> int:
+        """Rows the reset will delete and insert (for a progress bar)."""
+        old = sum(r.rows for r in self.old_results) + sum(r.rows for r in self.old_accounts)
+        return old + self.accounts
+
+
+def plan_reset(settings: Settings, accounts: int) -> ResetPlan:
+    """Walk both tables' keys in batch-sized ranges (bounded statements, each its own
+    transaction); deletes nothing."""
+    with connect(settings, autocommit=True) as conn:
+        results = list(walk(conn, "transfer_results", "transfer_id", RESULT_BATCH))
+        old = list(walk(conn, "accounts", "id", ACCOUNT_BATCH))
+    return ResetPlan(
+        accounts=accounts,
+        old_results=[r for r in results if r.rows],
+        old_accounts=[r for r in old if r.rows],
+    )
+
+
+def rows_to_reset(settings: Settings, accounts: int) -> int:
+    """How many rows :func:`reset_accounts` will touch, to size a progress bar."""
+    return plan_reset(settings, accounts).rows
+
+
 def reset_accounts(
     settings: Settings,
     accounts: int,
@@ -50,57 +111,40 @@ def reset_accounts(
     *,
     parallelism: int = 4,
     on_progress: Progress | None = None,
+    on_split: Progress | None = None,
+    plan: ResetPlan | None = None,
 ) -> Baseline:
     """Delete every account and result, create ``accounts`` accounts, record the baseline.
 
     ``on_progress`` is called with the number of rows handled by each finished batch
-    (deleted results, deleted accounts, then inserted accounts).
+    (deleted results and accounts, then inserted accounts); ``on_split`` with the size
+    of each batch the server refused as too large (it is then split and retried).
+    ``plan`` (from :func:`plan_reset`) saves walking the tables again.
     """
-    if not 1 <= accounts <= MAX_ACCOUNTS:
-        raise ValueError(f"accounts must be between 1 and {MAX_ACCOUNTS:,}")
-    if balance < 0 or not fits_numeric(balance):
-        raise ValueError("balance must be >= 0 and fit numeric(18,6)")
-    if parallelism < 1:
-        raise ValueError("parallelism must be at least 1")
-    report = on_progress or (lambda _rows: None)
+    check_arguments(accounts, balance, parallelism)
+    plan = plan or plan_reset(settings, accounts)
 
     with connect(settings) as conn:
-        result_ids = [
-            r[0] for r in conn.execute("SELECT transfer_id FROM transfer_results ORDER BY 1")
-        ]
-        account_ids = [r[0] for r in conn.execute("SELECT id FROM accounts ORDER BY 1")]
         conn.execute("DELETE FROM ledger_baseline")
         conn.commit()
 
-    with create_pool(settings, min_size=parallelism, max_size=parallelism, name="setup") as pool:
-
-        def run(query: LiteralString, params: Sequence[Any], rows: int) -> None:
-            with pool.connection() as conn:
-                conn.execute(query, params)
-            report(rows)
-
-        with ThreadPoolExecutor(parallelism, thread_name_prefix="setup") as executor:
-            # Deletes go by key range over the ids just read: each range holds at most
-            # one batch of rows, and ranges never overlap, so batches never conflict.
-            jobs = [
-                ("DELETE FROM transfer_results WHERE transfer_id BETWEEN %s AND %s", (lo, hi), n)
-                for lo, hi, n in _ranges(result_ids, RESULT_BATCH)
-            ] + [
-                ("DELETE FROM accounts WHERE id BETWEEN %s AND %s", (lo, hi), n)
-                for lo, hi, n in _ranges(account_ids, ACCOUNT_BATCH)
-            ]
-            list(executor.map(lambda job: run(*job), jobs))
-            inserts = [
-                (
-                    "INSERT INTO accounts (id, balance) "
-                    "SELECT g, %s FROM generate_series(%s::int, %s::int) AS g",
-                    (balance, lo, hi),
-                    hi - lo + 1,
-                )
-                for lo in range(1, accounts + 1, ACCOUNT_BATCH)
-                for hi in [min(lo + ACCOUNT_BATCH - 1, accounts)]
-            ]
-            list(executor.map(lambda job: run(*job), inserts))
+    runner = _Batches(on_progress, on_split)
+    deletes: list[_Batch] = [
+        *(_Delete("transfer_results", "transfer_id", r) for r in plan.old_results),
+        *(_Delete("accounts", "id", r) for r in plan.old_accounts),
+    ]
+    inserts: list[_Batch] = [
+        _Insert(lo, min(lo + ACCOUNT_BATCH - 1, accounts), balance)
+        for lo in range(1, accounts + 1, ACCOUNT_BATCH)
+    ]
+    with (
+        create_pool(settings, min_size=parallelism, max_size=parallelism, name="setup") as pool,
+        ThreadPoolExecutor(parallelism, thread_name_prefix="setup") as executor,
+    ):
+        # Ranges never overlap, so batches never conflict; inserts wait for every
+        # delete, so they cannot meet an old row.
+        for phase in (deletes, inserts):
+            list(executor.map(lambda batch: runner.apply(pool, batch), phase))
 
     baseline = Baseline(accounts, balance, balance * accounts)
     with connect(settings) as conn:
@@ -114,18 +158,119 @@ def reset_accounts(
     return baseline
 
 
-def rows_to_reset(settings: Settings, accounts: int) -> int:
-    """How many rows :func:`reset_accounts` will touch, to size a progress bar."""
-    with connect(settings) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM transfer_results) + (SELECT count(*) FROM accounts)"
-        ).fetchone()
-        conn.rollback()
-    return int(row[0] if row else 0) + accounts
+def check_arguments(accounts: int, balance: Decimal, parallelism: int) -> None:
+    """Raise ``ValueError`` naming the first argument :func:`reset_accounts` refuses."""
+    if not 1 <= accounts <= MAX_ACCOUNTS:
+        raise ValueError(f"accounts must be between 1 and {MAX_ACCOUNTS:,}")
+    if balance < 0 or not fits_numeric(balance):
+        raise ValueError("balance must be >= 0 and fit numeric(18,6)")
+    if parallelism < 1:
+        raise ValueError("parallelism must be at least 1")
 
 
-def _ranges(ids: list[Any], size: int) -> Iterator[tuple[Any, Any, int]]:
-    """(first, last, count) of consecutive slices of the sorted ``ids``."""
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
-        yield chunk[0], chunk[-1], len(chunk)
+# --- batches that halve when the server says they are too large ------------------------
+
+
+class _Batch(Protocol):
+    @property
+    def rows(self) -> int: ...
+
+    def run(self, conn: psycopg.Connection[Any]) -> None: ...
+
+    def halves(self, conn: psycopg.Connection[Any]) -> Sequence[_Batch] | None: ...
+
+
+@dataclass(frozen=True)
+class _Delete:
+    table: LiteralString
+    key: LiteralString
+    range: KeyRange
+
+    @property
+    def rows(self) -> int:
+        return self.range.rows
+
+    def run(self, conn: psycopg.Connection[Any]) -> None:
+        condition, params = self.range.where(self.key)
+        query = sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(self.table), condition)
+        conn.execute(query, params)
+
+    def halves(self, conn: psycopg.Connection[Any]) -> Sequence[_Batch] | None:
+        parts = split(conn, self.table, self.key, self.range)
+        return None if parts is None else [_Delete(self.table, self.key, p) for p in parts]
+
+
+@dataclass(frozen=True)
+class _Insert:
+    first: int
+    last: int
+    balance: Decimal
+
+    @property
+    def rows(self) -> int:
+        return self.last - self.first + 1
+
+    def run(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "INSERT INTO accounts (id, balance) "
+            "SELECT g, %s FROM generate_series(%s::int, %s::int) AS g",
+            (self.balance, self.first, self.last),
+        )
+
+    def halves(self, conn: psycopg.Connection[Any]) -> Sequence[_Batch] | None:
+        if self.rows < 2:
+            return None
+        middle = self.first + self.rows // 2 - 1
+        return [
+            _Insert(self.first, middle, self.balance),
+            _Insert(middle + 1, self.last, self.balance),
+        ]
+
+
+class _Batches:
+    """Runs batches on a pool; halves the ones the server refuses as too large."""
+
+    def __init__(self, on_progress: Progress | None, on_split: Progress | None) -> None:
+        self._progress = on_progress or (lambda _rows: None)
+        self._split = on_split or (lambda _rows: None)
+        self._lock = threading.Lock()
+        self.refused_at: int | None = None
+        """The smallest batch size refused so far: batches this large are split first."""
+
+    def apply(self, pool: ConnectionPool[Any], batch: _Batch) -> None:
+        """Run ``batch`` (or its halves, recursively) in autocommit transactions."""
+        with self._lock:
+            known_too_large = self.refused_at is not None and batch.rows >= self.refused_at
+        if not known_too_large:
+            try:
+                with pool.connection() as conn:
+                    batch.run(conn)
+            except psycopg.Error as exc:
+                if exc.sqlstate != TOO_LARGE:
+                    raise
+                with self._lock:
+                    self.refused_at = min(self.refused_at or batch.rows, batch.rows)
+                self._split(batch.rows)
+                self._apply_halves(pool, batch, exc)
+                return
+            self._progress(batch.rows)
+            return
+        self._apply_halves(pool, batch, None)
+
+    def _apply_halves(
+        self, pool: ConnectionPool[Any], batch: _Batch, refusal: psycopg.Error | None
+    ) -> None:
+        with pool.connection() as conn:
+            halves = batch.halves(conn)
+            if halves is None and refusal is None:
+                # Split ahead of time, but it no longer holds two rows: just try it.
+                batch.run(conn)
+                self._progress(batch.rows)
+                return
+        if halves is None:
+            raise BatchRefused(
+                f"the server refused a batch of {batch.rows} row(s) as too large "
+                f"(SQLSTATE {TOO_LARGE}): {refusal}"
+            ) from refusal
+        for half in halves:
+            self.apply(pool, half)

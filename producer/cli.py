@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TypeAlias
 
@@ -119,22 +119,33 @@ def register_setup(subparsers: Subparsers) -> None:
 
 def run_setup(args: argparse.Namespace, settings: Settings) -> int:
     """Reset the ledger with a progress bar on stderr, then print the baseline."""
-    from producer.accounts import reset_accounts, rows_to_reset
+    from producer.accounts import BatchRefused, check_arguments, plan_reset, reset_accounts
     from producer.progress import ProgressBar
 
     started = time.monotonic()
-    total = rows_to_reset(settings, args.accounts)
-    with ProgressBar(total, label="setup") as bar:
-        try:
+    refused: list[int] = []
+    try:
+        # Checked before the tables are walked, so bad arguments cost nothing.
+        check_arguments(args.accounts, args.balance, args.parallelism)
+        plan = plan_reset(settings, args.accounts)
+        with ProgressBar(plan.rows, label="setup") as bar:
             baseline = reset_accounts(
                 settings,
                 args.accounts,
                 args.balance,
                 parallelism=args.parallelism,
                 on_progress=bar.advance,
+                on_split=refused.append,
+                plan=plan,
             )
-        except ValueError as exc:
-            return _fail(str(exc))
+    except (ValueError, BatchRefused) as exc:
+        return _fail(str(exc))
+    if refused:
+        print(
+            f"setup: the server refused {len(refused)} batch(es) as too large "
+            f"(SQLSTATE 54000, largest {max(refused)} rows); each was split and retried",
+            file=sys.stderr,
+        )
     print(f"setup done in {time.monotonic() - started:.2f} s", file=sys.stderr)
     print("BASELINE")
     print(_line("accounts", str(baseline.accounts)))
@@ -263,22 +274,40 @@ def run_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register_stats(subparsers: Subparsers) -> None:
-    """``stats [--json]``."""
+    """``stats [--json] [--since T] [--until T]``."""
     cmd = subparsers.add_parser(
         "stats", help="outcomes, retries, transaction times and throughput of all results"
     )
     cmd.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_window_arguments(cmd)
     cmd.set_defaults(handler=run_stats)
 
 
-def run_stats(args: argparse.Namespace, settings: Settings) -> int:
-    """Summarize every recorded result in one snapshot (see :mod:`producer.stats`)."""
-    from producer.queries import stats_rows
-    from producer.stats import format_stats, stats_as_dict, summarize
+def add_window_arguments(cmd: argparse.ArgumentParser) -> None:
+    """``--since T`` and ``--until T``: a window of completion times."""
+    cmd.add_argument(
+        "--since",
+        type=moment,
+        default=None,
+        metavar="T",
+        help="only results completed at or after T: ISO 8601 (2026-12-01T10:00:00Z; "
+        "UTC when no offset is given) or a time ago (90s, 15m, 2h, 1d)",
+    )
+    cmd.add_argument(
+        "--until", type=moment, default=None, metavar="T", help="only results completed before T"
+    )
 
-    with connect(settings) as conn:
-        stats = summarize(stats_rows(conn))
-        conn.rollback()
+
+def run_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """Summarize the recorded results, all or a window (see :mod:`producer.summary`)."""
+    from producer.stats import format_stats, stats_as_dict
+    from producer.summary import Window, summarize_table
+
+    window = Window(args.since, args.until)
+    if window.since and window.until and window.since >= window.until:
+        return _fail("--since must be before --until")
+    with connect(settings, autocommit=True) as conn:
+        stats = summarize_table(conn, window)
     print(json.dumps(stats_as_dict(stats)) if args.json else format_stats(stats))
     return EXIT_OK
 
@@ -320,6 +349,25 @@ def _decimal(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     # "1e3" becomes 1000, so the baseline prints as a plain amount.
     return Decimal(format(value, "f"))
+
+
+_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def moment(text: str) -> datetime:
+    """argparse type: an aware datetime from ISO 8601 (UTC if no offset is given) or
+    from a time ago such as ``90s``, ``15m``, ``2h``, ``1d``."""
+    text = text.strip()
+    unit = text[-1:].lower()
+    if unit in _AGO and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * _AGO[unit])
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (ISO 8601 such as 2026-12-01T10:00:00Z, or 15m, 2h, 1d ago)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _fail(message: str, code: int = EXIT_CANNOT_RUN) -> int:

@@ -1,8 +1,9 @@
 """What happened to a set of transfers: outcomes, retries, transaction times, throughput.
 
-Pure functions over rows, no database: ``producer stats`` feeds them every row of
-``transfer_results`` (streamed, see :mod:`producer.queries`), and a load generator can
-feed them the results of just the transfers it sent. A row is either a
+Pure functions, no database: a load generator feeds :func:`summarize` the results of
+just the transfers it sent, and ``producer stats`` has the database count the whole
+table (or a window of it) chunk by chunk (:mod:`producer.summary`) and builds the same
+:class:`TransferStats` with :func:`stats_from_counts`. A row is either a
 :class:`~worker.outcomes.TransferResult` or a plain :data:`StatsRow` tuple, the only
 columns the summary needs, so a million results never have to be built as objects.
 
@@ -36,8 +37,8 @@ from typing import Any
 from worker.outcomes import Status, TransferResult
 
 StatsRow = tuple[str, str | None, int, float | None, datetime]
-"""``(status, reason, attempts, transaction_ms, completed_at)``, as selected by
-:data:`producer.queries.STATS_COLUMNS`."""
+"""``(status, reason, attempts, transaction_ms, completed_at)``: the only columns a
+summary needs."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,18 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     """
     if not sorted_values:
         raise ValueError("percentile of an empty sequence")
+    return sorted_values[nearest_rank(p, len(sorted_values)) - 1]
+
+
+def nearest_rank(p: float, count: int) -> int:
+    """The 1-based rank of the nearest-rank ``p``-th percentile of ``count`` values:
+    ``ceil(p / 100 * count)``, at least 1. Raises ``ValueError`` for ``p`` outside
+    [0, 100] or no values."""
+    if count < 1:
+        raise ValueError("percentile of an empty sequence")
     if not 0 <= p <= 100:
         raise ValueError(f"percentile must be between 0 and 100, got {p}")
-    rank = math.ceil(Decimal(str(p)) * len(sorted_values) / 100)
-    return sorted_values[max(rank, 1) - 1]
+    return max(math.ceil(Decimal(str(p)) * count / 100), 1)
 
 
 def latency_summary(values: Iterable[float]) -> LatencySummary | None:
@@ -128,33 +137,54 @@ def latency_summary(values: Iterable[float]) -> LatencySummary | None:
     )
 
 
+OutcomeKey = tuple[str, str | None, int]
+"""``(status, reason, attempts)``: what :func:`stats_from_counts` counts by."""
+
+
 def summarize(rows: Iterable[TransferResult | StatsRow]) -> TransferStats:
     """Summarize ``rows`` in one pass.
 
     ``rows`` may be a lazy iterator (a streamed query): only the committed rows'
     transaction times are kept, in a compact ``array('d')``, for the percentiles.
+    (``producer stats`` does not stream: :mod:`producer.summary` has the database
+    count, chunk by chunk, and builds the same :class:`TransferStats`.)
     """
-    total = committed = 0
-    reasons: Counter[str] = Counter()
-    attempts: Counter[int] = Counter()
+    counts: Counter[OutcomeKey] = Counter()
     durations = array("d")
     first: datetime | None = None
     last: datetime | None = None
     for row in rows:
         status, reason, tries, ms, completed_at = _fields(row)
-        total += 1
-        attempts[tries] += 1
-        if status == Status.COMMITTED:
-            committed += 1
-            if ms is not None:
-                durations.append(ms)
-        else:
-            reasons[reason or "unknown"] += 1
+        counts[(status, reason, tries)] += 1
+        if status == Status.COMMITTED and ms is not None:
+            durations.append(ms)
         if first is None or completed_at < first:
             first = completed_at
         if last is None or completed_at > last:
             last = completed_at
+    return stats_from_counts(counts, latency_summary(durations), first, last)
 
+
+def stats_from_counts(
+    counts: Counter[OutcomeKey],
+    transaction_ms: LatencySummary | None,
+    first: datetime | None,
+    last: datetime | None,
+) -> TransferStats:
+    """The summary of results counted by ``(status, reason, attempts)``, with the
+    committed transactions' latency summary and the first and last completion."""
+    total = committed = 0
+    reasons: Counter[str] = Counter()
+    attempts: Counter[int] = Counter()
+    for (status, reason, tries), count in counts.items():
+        if not count:
+            continue
+        total += count
+        attempts[tries] += count
+        if status == Status.COMMITTED:
+            committed += count
+        else:
+            reasons[reason or "unknown"] += count
     retries_total = sum((n - 1) * count for n, count in attempts.items())
     retried = sum(count for n, count in attempts.items() if n > 1)
     window_s = (last - first).total_seconds() if first is not None and last is not None else None
@@ -171,7 +201,7 @@ def summarize(rows: Iterable[TransferResult | StatsRow]) -> TransferStats:
             retried_transfers=retried,
             retried_pct=_pct(retried, total),
         ),
-        transaction_ms=latency_summary(durations),
+        transaction_ms=transaction_ms,
         first_completed_at=first,
         last_completed_at=last,
         window_s=window_s,

@@ -12,11 +12,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from producer.accounts import ACCOUNT_BATCH
+from producer import audit as audit_module
+from producer.accounts import ACCOUNT_BATCH, reset_accounts
+from producer.audit import run_audit
 from producer.cli import main
 from producer.progress import ProgressBar
 from sandbox.postgres import free_port
@@ -127,24 +130,99 @@ def test_setup_again_replaces_accounts_results_and_baseline(
 def test_setup_beyond_one_batch_reports_each_batch_and_audits_clean(
     capsys: pytest.CaptureFixture[str], database_url: str
 ) -> None:
-    """7,001 accounts go in three batches (progress lines on a non-TTY) and audit is ok."""
-    accounts = 7_001
-    batches = -(-accounts // ACCOUNT_BATCH)
-    assert batches == 3
+    """3,001 accounts go in four batches (progress lines on a non-TTY) and audit is ok."""
+    accounts = 3 * ACCOUNT_BATCH + 1
     code, _, err = run(
         capsys, "setup", "--accounts", str(accounts), "--balance", "1.5", "--parallelism", "1"
     )
     assert code == 0
     progress = [line for line in err.splitlines() if " rows " in line]
-    # Each batch is more than 10 % of the rows, so each one prints exactly one line.
-    assert len(progress) == batches
-    assert progress[-1].split()[1] == "7,001/7,001"
+    # Three batches are a third each (one line each), the fourth ends the job.
+    assert len(progress) == 4
+    assert progress[-1].split()[1] == "3,001/3,001"
     assert "100.0 %" in progress[-1]
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*), max(id) FROM accounts").fetchone() == (7001, 7001)
+        assert conn.execute("SELECT count(*), max(id) FROM accounts").fetchone() == (3001, 3001)
     code, out, _ = run(capsys, "audit")
     assert code == 0, out
     assert out.splitlines()[0] == "AUDIT ok"
+
+
+REFUSE_ABOVE = 300
+
+
+def refuse_statements_above(conn: psycopg.Connection[Any], table: str, rows: int) -> None:
+    """Make the server refuse, like DSQL, any statement that inserts or deletes more
+    than ``rows`` rows of ``table``: SQLSTATE 54000 from a statement-level trigger that
+    counts the transition table."""
+    conn.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION refuse_above_{rows}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF (SELECT count(*) FROM changed) > {rows} THEN
+                RAISE EXCEPTION 'transaction mutates more than {rows} rows'
+                    USING ERRCODE = '54000';
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+    for event, transition in (("INSERT", "NEW"), ("DELETE", "OLD")):
+        conn.execute(
+            f"CREATE TRIGGER refuse_{event.lower()}_{table} AFTER {event} ON {table}"
+            f" REFERENCING {transition} TABLE AS changed"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION refuse_above_{rows}()"
+        )
+
+
+@pytest.mark.usefixtures("cli")
+def test_setup_halves_batches_the_server_refuses_as_too_large(
+    capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    """With a server that refuses more than 300 rows per statement (54000), setup still
+    replaces 400 results and 2,500 accounts: refused batches are split until they fit,
+    and the audit is clean."""
+    assert run(capsys, "setup", "--accounts", "2500", "--balance", "2")[0] == 0
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO transfer_results (transfer_id, payer_id, payee_id, amount, status,"
+            " attempts, completed_at)"
+            " SELECT gen_random_uuid(), 1, 2, 1, 'rejected', 1, now() FROM generate_series(1, 400)"
+        )
+        refuse_statements_above(conn, "accounts", REFUSE_ABOVE)
+        refuse_statements_above(conn, "transfer_results", REFUSE_ABOVE)
+    with psycopg.connect(database_url) as conn, pytest.raises(psycopg.Error) as refused:
+        conn.execute("DELETE FROM transfer_results")
+    assert refused.value.sqlstate == "54000"  # the trigger works as DSQL's limit would
+
+    code, out, err = run(
+        capsys, "setup", "--accounts", "2500", "--balance", "3", "--parallelism", "2"
+    )
+    assert code == 0, err
+    assert "expected total  7500" in out
+    assert "refused" in err
+    assert "split" in err
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*), sum(balance) FROM accounts").fetchone() == (
+            2500,
+            Decimal(7500),
+        )
+        assert conn.execute("SELECT count(*) FROM transfer_results").fetchone() == (0,)
+    code, out, _ = run(capsys, "audit")
+    assert code == 0, out
+
+
+@pytest.mark.usefixtures("cli")
+def test_setup_reports_a_batch_refused_even_at_one_row(
+    capsys: pytest.CaptureFixture[str], database_url: str
+) -> None:
+    """A server refusing every insert (54000 above 0 rows) is a clear error, exit 2,
+    not an endless split."""
+    with psycopg.connect(database_url) as conn:
+        refuse_statements_above(conn, "accounts", 0)
+    code, _, err = run(capsys, "setup", "--accounts", "5", "--balance", "1")
+    assert code == 2
+    assert "refused a batch of 1 row(s)" in err
 
 
 @pytest.mark.parametrize(
@@ -317,6 +395,57 @@ def test_audit_passes_on_a_clean_ledger_and_fails_naming_a_corrupted_account(
     assert report["ok"] is False
     assert report["total"] == "501.000000"
     assert any(v.startswith("account 7 ") for v in report["violations"])
+
+
+@pytest.mark.usefixtures("cli")
+def test_audit_in_chunks_finds_what_one_snapshot_would(
+    capsys: pytest.CaptureFixture[str], database_url: str, engine: TransferEngine
+) -> None:
+    """Checked 3 accounts per snapshot, a clean ledger passes with the right totals,
+    and money paid to an account id above every existing one (the open last range) is
+    reported as a loss."""
+    assert run(capsys, "setup", "--accounts", "10", "--balance", "50")[0] == 0
+    for payer, payee in ((1, 10), (9, 2), (5, 6), (10, 1)):
+        assert transfer(engine, payer, payee, "7").committed
+    with psycopg.connect(database_url) as conn:
+        report = run_audit(conn, chunk=3)
+        assert report.violations == []
+        assert (report.accounts, report.total, report.committed_transfers) == (10, 500, 4)
+        # A committed debit from account 4 to an account that does not exist.
+        conn.execute("UPDATE accounts SET balance = balance - 5 WHERE id = 4")
+        conn.execute(
+            "INSERT INTO transfer_results (transfer_id, payer_id, payee_id, amount, status,"
+            " attempts, completed_at) VALUES (gen_random_uuid(), 4, 99, 5, 'committed', 1, now())"
+        )
+        conn.commit()
+        report = run_audit(conn, chunk=3)
+    assert report.violations == [
+        "total balance 495.000000 != expected 500.000000 (difference -5.000000)"
+    ]
+    assert report.committed_transfers == 5
+
+
+def test_audit_says_when_the_ledger_changed_between_chunks(
+    settings: Settings, database_url: str, engine: TransferEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transfer committed after the first chunk was read, between an account of that
+    chunk and one of a later chunk, is reported as a change during the audit, not as a
+    loss or a clean pass."""
+    reset_accounts(settings, 6, Decimal(100))
+    audit_range = audit_module._audit_range
+    calls: list[int] = []
+
+    def then_transfer(*args: Any) -> None:
+        audit_range(*args)
+        calls.append(1)
+        if len(calls) == 1:  # account 1 was read; account 6 is in the last chunk
+            assert transfer(engine, 1, 6, "10").committed
+
+    monkeypatch.setattr(audit_module, "_audit_range", then_transfer)
+    with psycopg.connect(database_url) as conn:
+        report = run_audit(conn, chunk=2)
+    assert len(calls) == 4  # three chunks of two, then the empty range above account 6
+    assert any("changed while the audit ran" in v for v in report.violations), report.violations
 
 
 # --- stats --------------------------------------------------------------------------

@@ -1,25 +1,31 @@
-"""The pure summaries behind ``producer stats``: percentiles, latency, outcome counts."""
+"""The summaries behind ``producer stats``: percentiles, latency, outcome counts, and the
+same summary counted by the database in chunks."""
 
 from __future__ import annotations
 
 import json
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from producer.stats import (
     LatencySummary,
     StatsRow,
+    TransferStats,
     format_stats,
     latency_summary,
     percentile,
     stats_as_dict,
     summarize,
 )
+from producer.summary import Window, summarize_table
 from worker.outcomes import Reason, Status, TransferResult
+from worker.settings import Settings
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -248,3 +254,71 @@ def test_format_stats_prints_one_labelled_line_per_figure() -> None:
 def test_format_stats_of_nothing_says_so() -> None:
     """An empty table prints a total of 0 and no made-up figures."""
     assert format_stats(summarize([])) == "STATS\n  total           0\n  no transfer results"
+
+
+# --- the same summary, counted by the database chunk by chunk -----------------------
+
+
+def _fill(database_url: str, rows: list[StatsRow]) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.cursor().executemany(
+            "INSERT INTO transfer_results (transfer_id, payer_id, payee_id, amount, status,"
+            " reason, attempts, transaction_ms, completed_at)"
+            " VALUES (gen_random_uuid(), 1, 2, 1, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def _random_rows(count: int, seed: int) -> list[StatsRow]:
+    rng = random.Random(seed)
+    rows: list[StatsRow] = []
+    for _ in range(count):
+        committed = rng.random() < 0.8
+        ms = rng.choice([None, 0.0, round(rng.lognormvariate(0, 1), 3), rng.uniform(0, 50)])
+        rows.append(
+            _row(
+                "committed" if committed else "rejected",
+                None if committed else rng.choice(["insufficient_funds", "same_account"]),
+                attempts=rng.choice([1, 1, 1, 2, 3]),
+                ms=ms if committed else None,
+                at_s=rng.uniform(0, 100),
+            )
+        )
+    return rows
+
+
+def _assert_same(got: TransferStats, expected: TransferStats) -> None:
+    assert got.transaction_ms is not None
+    assert expected.transaction_ms is not None
+    assert got.transaction_ms.avg == pytest.approx(expected.transaction_ms.avg)
+    # Everything else is exact: counts, percentiles (nearest rank), times.
+    assert replace(got, transaction_ms=None) == replace(expected, transaction_ms=None)
+    assert replace(got.transaction_ms, avg=0) == replace(expected.transaction_ms, avg=0)
+
+
+def test_summarize_table_in_chunks_equals_summarizing_every_row(
+    settings: Settings, database_url: str
+) -> None:
+    """The database's chunked counts and two-pass percentiles give exactly the summary
+    of every row (the average up to float summation order), ranges of 37 rows."""
+    rows = _random_rows(600, seed=3)
+    _fill(database_url, rows)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        _assert_same(summarize_table(conn, chunk=37), summarize(rows))
+
+
+def test_summarize_table_counts_only_the_window(settings: Settings, database_url: str) -> None:
+    """A [since, until) window of completion times summarizes exactly those rows."""
+    rows = _random_rows(300, seed=4)
+    _fill(database_url, rows)
+    since, until = T0 + timedelta(seconds=20), T0 + timedelta(seconds=60)
+    inside = [r for r in rows if since <= r[4] < until]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        got = summarize_table(conn, Window(since, until), chunk=50)
+    _assert_same(got, summarize(inside))
+
+
+def test_summarize_table_of_an_empty_table(settings: Settings, database_url: str) -> None:
+    """No results: the same empty summary as summarize([])."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert summarize_table(conn) == summarize([])
