@@ -20,9 +20,10 @@ import structlog
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from sandbox.dsql_faults import DsqlFaults, LifetimeCap
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.sqs import LocalSqs, Queues
-from worker.db import connect, create_pool
+from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.engine import TransferEngine
 from worker.logs import QUIET_LOGGERS
 from worker.retry import RetryPolicy
@@ -96,6 +97,31 @@ def pool(settings: Settings) -> Iterator[ConnectionPool[Any]]:
 def engine(pool: ConnectionPool[Any]) -> TransferEngine:
     """A transfer engine with the default retry policy."""
     return TransferEngine(pool, RetryPolicy())
+
+
+@pytest.fixture
+def dsql_faults(settings: Settings) -> Iterator[DsqlFaults]:
+    """DSQL's failure modes (commit-time OC000, OC001 at a statement, the 54000 row
+    limit) installed in this test's database, all switched off; see sandbox.dsql_faults.
+
+    Switch them on in the test, e.g. ``dsql_faults.conflict_at_commit(0.3)`` or
+    ``dsql_faults.limit_rows(1000)`` to make ``producer setup`` meet 54000.
+    """
+    assert settings.database_url is not None
+    faults = DsqlFaults(settings.database_url.get_secret_value()).install()
+    yield faults
+    faults.off()
+
+
+@pytest.fixture
+def lifetime_cap(settings: Settings) -> Iterator[LifetimeCap]:
+    """The server closes this database's connections of the product (application_name
+    ``dsql-transfers``) once they are 0.5 s old, as DSQL does at its 60-minute cap."""
+    assert settings.database_url is not None
+    with LifetimeCap(
+        settings.database_url.get_secret_value(), 0.5, application_name=APPLICATION_NAME
+    ) as cap:
+        yield cap
 
 
 @pytest.fixture(scope="session")

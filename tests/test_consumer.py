@@ -15,6 +15,7 @@ import pytest
 
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
+from sandbox.dsql_faults import DsqlFaults
 from sandbox.sqs import LocalSqs, Queues
 from tests.helpers import running_worker
 from worker.contract import TransferRequest, encode_body
@@ -79,10 +80,37 @@ def funded(sqs_settings: Settings) -> Settings:
     return sqs_settings
 
 
+@pytest.fixture(params=[None, 0.3], ids=["postgres", "commit-conflicts"])
+def commit_conflicts(request: pytest.FixtureRequest, funded: Settings) -> DsqlFaults | None:
+    """Plain PostgreSQL, or DSQL's conflicts: 30 % of the COMMITs fail with OC000."""
+    if request.param is None:
+        return None
+    faults: DsqlFaults = request.getfixturevalue("dsql_faults")
+    faults.conflict_at_commit(request.param)
+    return faults
+
+
+def assert_retries_cover(settings: Settings, faults: DsqlFaults | None) -> None:
+    """With injected conflicts: some transfers took more than one attempt, and the
+    attempts recorded account for every conflict injected."""
+    if faults is None:
+        return
+    injected = faults.raised().commit_conflicts
+    with connect(settings) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE attempts > 1), sum(attempts - 1) FROM transfer_results"
+        ).fetchone()
+    assert row is not None
+    retried, retries = row
+    assert retried > 0
+    assert retries >= injected > 0
+
+
 def test_batch_of_transfers_is_applied_and_deleted(
-    funded: Settings, local_sqs: LocalSqs, queues: Queues
+    funded: Settings, local_sqs: LocalSqs, queues: Queues, commit_conflicts: DsqlFaults | None
 ) -> None:
-    """Every received transfer gets a result and its message is deleted."""
+    """Every received transfer gets one result and its message is deleted (with DSQL's
+    commit-time conflicts too: retried, never half-applied)."""
     bodies = [body(1 + i % 19, 2 + i % 19, "1.25") for i in range(60)]
     with running_worker(funded):
         send(local_sqs, queues.queue_url, bodies)
@@ -92,6 +120,8 @@ def test_batch_of_transfers_is_applied_and_deleted(
         report = run_audit(conn)
     assert report.violations == []
     assert report.committed_transfers == 60
+    assert result_count(funded) == 60
+    assert_retries_cover(funded, commit_conflicts)
 
 
 def test_enqueued_at_is_the_sqs_sent_timestamp(
@@ -131,13 +161,16 @@ def test_malformed_messages_go_to_the_dlq_with_their_error(
 
 
 def test_duplicate_message_is_applied_once(
-    funded: Settings, local_sqs: LocalSqs, queues: Queues
+    funded: Settings, local_sqs: LocalSqs, queues: Queues, commit_conflicts: DsqlFaults | None
 ) -> None:
     """Two messages with one transfer_id move money once; both are acknowledged."""
     tid = uuid.uuid4()
+    if commit_conflicts is not None:
+        commit_conflicts.conflict_at_commit(next_commits=2)  # the first two commits fail
     with running_worker(funded):
         send(local_sqs, queues.queue_url, [body(3, 4, "10", tid), body(3, 4, "10", tid)])
         wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+    assert_retries_cover(funded, commit_conflicts)
     with connect(funded) as conn:
         balances = dict(
             conn.execute("SELECT id, balance FROM accounts WHERE id IN (3, 4)").fetchall()

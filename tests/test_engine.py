@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
+from sandbox.dsql_faults import DsqlFaults
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
@@ -288,6 +289,33 @@ def test_bank_sixteen_threads_ten_accounts_conserves_money_and_counts_retries(
     with connect(ten_accounts) as conn:
         row = conn.execute("SELECT count(*), sum(attempts - 1) FROM transfer_results").fetchone()
     assert row == (2000, retries)
+    assert audit_violations(ten_accounts) == []
+
+
+def test_bank_with_commit_time_conflicts_conserves_money_and_counts_retries(
+    ten_accounts: Settings, pool: ConnectionPool[Any], dsql_faults: DsqlFaults
+) -> None:
+    """DSQL's way of conflicting: a fifth of the COMMITs fail with OC000 after every
+    statement succeeded. 1,000 contended transfers still get one outcome each, the
+    retries recorded cover every injected conflict, and the audit finds nothing
+    half-applied."""
+    dsql_faults.conflict_at_commit(0.2)
+    engine = TransferEngine(pool, RetryPolicy(max_attempts=50, budget_s=60))
+    results, failures = bank_run(engine, 1000, 10, 16, seed=13)
+    dsql_faults.off()
+    injected = dsql_faults.raised().commit_conflicts
+    assert failures == []
+    assert len(results) == 1000
+    assert all(
+        r.status is Status.COMMITTED or r.reason is Reason.INSUFFICIENT_FUNDS for r in results
+    )
+    retries = sum(r.attempts - 1 for r in results)
+    assert retries >= injected > 100
+    with connect(ten_accounts) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT transfer_id), sum(attempts - 1) FROM transfer_results"
+        ).fetchone()
+    assert row == (1000, 1000, retries)
     assert audit_violations(ten_accounts) == []
 
 
