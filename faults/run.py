@@ -40,7 +40,7 @@ from producer.load import BacklogGate
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.sqs import LocalSqs, Queues
 from worker.db import connect
-from worker.schema import migrate
+from worker.migrate import migrate
 from worker.settings import Settings
 
 VISIBILITY_TIMEOUT_S = 5

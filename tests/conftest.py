@@ -26,8 +26,8 @@ from sandbox.sqs import LocalSqs, Queues
 from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.engine import TransferEngine
 from worker.logs import QUIET_LOGGERS
+from worker.migrate import migrate
 from worker.retry import RetryPolicy
-from worker.schema import migrate
 from worker.settings import Backend, Settings
 
 

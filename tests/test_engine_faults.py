@@ -21,7 +21,7 @@ from worker.engine import TransferEngine
 from worker.errors import DatabaseUnavailable
 from worker.outcomes import Status
 from worker.retry import Fault, RetryPolicy, classify
-from worker.schema import migrate
+from worker.migrate import migrate
 from worker.settings import Settings
 
 

@@ -48,7 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add("migrate", migrate_command, "create missing tables and indexes (idempotent)")
+    migrate = add(
+        "migrate",
+        migrate_command,
+        "create missing tables, indexes, roles and grants (idempotent, safe to run at once "
+        "from several tasks); run it as admin",
+    )
+    migrate.add_argument(
+        "--worker-arn",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="IAM role/user ARN that may log in as DB_WORKER_ROLE (AWS IAM GRANT; repeatable)",
+    )
+    migrate.add_argument(
+        "--reader-arn",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="IAM role/user ARN that may log in as DB_READER_ROLE (repeatable)",
+    )
+    migrate.add_argument(
+        "--no-roles",
+        action="store_true",
+        help="tables and indexes only: create no roles and run no grants",
+    )
     add(
         "explain",
         explain_command,
@@ -102,17 +126,33 @@ def load_settings() -> Settings:
 # --- commands -----------------------------------------------------------------------
 
 
-def migrate_command(_args: argparse.Namespace) -> int:
-    """Create whatever tables and indexes are missing and list them."""
-    from worker.schema import migrate
+def migrate_command(args: argparse.Namespace) -> int:
+    """Create whatever is missing and say what was done."""
+    from worker.migrate import MigrationFailed, migrate
+    from worker.schema import InvalidName, Roles
 
     settings = load_settings()
-    with connect(settings) as conn:
-        created = migrate(conn, settings.backend)
-    for name in created:
+    roles = None if args.no_roles else Roles.from_settings(settings)
+    iam = {settings.db_worker_role: args.worker_arn, settings.db_reader_role: args.reader_arn}
+    try:
+        with connect(settings) as conn:
+            report = migrate(conn, settings.backend, roles, iam=iam)
+    except MigrationFailed as exc:
+        raise CommandFailed(str(exc)) from None
+    except InvalidName as exc:
+        raise InvalidSettings(str(exc)) from None
+    for name in report.created:
         print(f"created {name}")
-    if not created:
+    if not report.created:
         print("schema up to date: nothing created")
+    for role in report.roles:
+        print(f"role {role}: created")
+    for statement in report.granted:
+        print(f"ran: {statement}")
+    if report.manual:
+        print("run on DSQL as admin (no IAM mapping on this backend):")
+        for statement in report.manual:
+            print(f"  {statement};")
     return EXIT_OK
 
 

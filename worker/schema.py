@@ -1,25 +1,26 @@
-"""The SQL schema, and ``python -m worker migrate``.
+"""The SQL schema: tables, indexes, and the database roles that may use them.
 
 The same tables run on Aurora DSQL and PostgreSQL. DSQL's DDL rules shape all of it:
 one DDL statement per transaction, never DDL and DML together, no SERIAL, sequences,
 triggers, temp tables or TRUNCATE, and secondary indexes on a table that may already
 hold data are built with ``CREATE INDEX ASYNC`` and waited for with
-``sys.wait_for_job``. Every step is idempotent, so ``migrate`` can run on each deploy
-and from several tasks at once.
+``sys.wait_for_job``. :mod:`worker.migrate` runs these statements, each on its own.
+
+Roles, least privilege: the workers log in as :attr:`Roles.worker`, which may read and
+update balances and read and insert results, nothing else (no DELETE, no DDL); the
+producer's read commands as :attr:`Roles.reader` (SELECT only). ``admin`` keeps DDL,
+``producer setup`` and the IAM mappings.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, LiteralString
+from typing import LiteralString
 
-import psycopg
-import structlog
 from psycopg import sql
 
-from worker.settings import Backend
-
-log = structlog.get_logger(__name__)
+from worker.settings import Backend, Settings
 
 TABLES: tuple[LiteralString, ...] = (
     # Balances. numeric(18,6) is what DSQL makes of a bare numeric anyway.
@@ -59,7 +60,22 @@ TABLES: tuple[LiteralString, ...] = (
         created_at      timestamptz NOT NULL
     )
     """,
+    # Who is building indexes right now (worker.migrate): several tasks start at once
+    # on a deploy, and only one may drop and rebuild an index; DSQL has no advisory
+    # locks, so the lease is a row, won by the first committer.
+    """
+    CREATE TABLE IF NOT EXISTS schema_lease (
+        name       varchar(64) PRIMARY KEY,
+        holder     uuid NOT NULL,
+        expires_at timestamptz NOT NULL
+    )
+    """,
 )
+
+
+def table_name(ddl: str) -> str:
+    """The table a ``CREATE TABLE IF NOT EXISTS`` statement creates."""
+    return ddl.split("EXISTS", 1)[1].split(maxsplit=1)[0]
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,6 @@ class Index:
 
     name: str
     table: str
-
     columns: tuple[str, ...]
 
     def ddl(self, backend: Backend) -> sql.Composed:
@@ -80,6 +95,10 @@ class Index:
             columns=sql.SQL(", ").join(map(sql.Identifier, self.columns)),
         )
 
+    def drop(self) -> sql.Composed:
+        """Drop the index (on DSQL this also cancels a build in progress)."""
+        return sql.SQL("DROP INDEX IF EXISTS {name}").format(name=sql.Identifier(self.name))
+
 
 INDEXES: tuple[Index, ...] = (
     # Account history: latest transfers paid by / paid to an account.
@@ -89,39 +108,101 @@ INDEXES: tuple[Index, ...] = (
 
 
 def statements(backend: Backend) -> list[str]:
-    """Every DDL statement ``migrate`` may run, in order (for review and tests)."""
+    """Every table and index statement ``migrate`` may run, in order."""
     tables = [" ".join(t.split()) for t in TABLES]
     return tables + [i.ddl(backend).as_string(None) for i in INDEXES]
 
 
-def migrate(conn: psycopg.Connection[Any], backend: Backend) -> list[str]:
-    """Create whatever is missing; returns the names of the objects created.
+# --- roles ------------------------------------------------------------------------------
 
-    ``conn`` is switched to autocommit so each DDL statement is its own transaction,
-    as DSQL requires.
-    """
-    conn.autocommit = True
-    created: list[str] = []
-    for ddl in TABLES:
-        name = ddl.split("EXISTS", 1)[1].split()[0]
-        if not _exists(conn, "SELECT 1 FROM pg_tables WHERE tablename = %s", name):
-            conn.execute(ddl)
-            created.append(name)
-    for index in INDEXES:
-        if _exists(conn, "SELECT 1 FROM pg_indexes WHERE indexname = %s", index.name):
-            continue
-        cur = conn.execute(index.ddl(backend))
-        if backend is Backend.DSQL:
-            # CREATE INDEX ASYNC returns a job id; the index is usable once it is done.
-            job = cur.fetchone()
-            if job is not None:
-                log.info("waiting for index job", index=index.name, job_id=job[0])
-                conn.execute("CALL sys.wait_for_job(%s)", (job[0],))
-        created.append(index.name)
-    for name in created:
-        log.info("created", object=name)
-    return created
+WORKER_PRIVILEGES: dict[str, tuple[LiteralString, ...]] = {
+    # UPDATE ... RETURNING balance reads the row: SELECT as well as UPDATE.
+    "accounts": ("SELECT", "UPDATE"),
+    # The earlier-result read, the result insert (ON CONFLICT DO NOTHING RETURNING).
+    "transfer_results": ("SELECT", "INSERT"),
+}
+"""What a transfer touches, and nothing more: no DELETE, no ledger_baseline, no DDL."""
+READER_PRIVILEGES: dict[str, tuple[LiteralString, ...]] = {
+    "accounts": ("SELECT",),
+    "transfer_results": ("SELECT",),
+    "ledger_baseline": ("SELECT",),
+}
+"""``producer balance | history | stats | audit | report`` and the client's result reads."""
 
 
-def _exists(conn: psycopg.Connection[Any], query: LiteralString, name: str) -> bool:
-    return conn.execute(query, (name,)).fetchone() is not None
+@dataclass(frozen=True)
+class Roles:
+    """The schema and the two login roles ``migrate`` creates and grants."""
+
+    schema: str = "public"
+    worker: str = "transfers_worker"
+    reader: str = "transfers_reader"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Roles:
+        """DB_SCHEMA, DB_WORKER_ROLE and DB_READER_ROLE."""
+        return cls(settings.db_schema, settings.db_worker_role, settings.db_reader_role)
+
+    def privileges(self) -> dict[str, dict[str, tuple[LiteralString, ...]]]:
+        """Role -> table -> privileges."""
+        return {self.worker: WORKER_PRIVILEGES, self.reader: READER_PRIVILEGES}
+
+
+PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""Role and schema names: what the settings accept, safe to write unquoted."""
+IAM_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}")
+
+
+class InvalidName(ValueError):
+    """A role, schema or ARN that may not be written into a statement."""
+
+
+def plain(name: str) -> sql.SQL:
+    """``name`` unquoted, as DSQL's documentation writes roles (``AWS IAM GRANT app``);
+    refused unless it is a plain lower-case identifier."""
+    if not PLAIN_NAME.fullmatch(name):
+        raise InvalidName(f"{name!r} is not a plain lower-case identifier")
+    return sql.SQL(name)  # validated above: a plain identifier, not user-supplied SQL
+
+
+def create_schema(schema: str) -> sql.Composed:
+    """``CREATE SCHEMA IF NOT EXISTS`` (only run for a schema other than public)."""
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(plain(schema))
+
+
+def create_role(role: str) -> sql.Composed:
+    """A login role without a password: on DSQL it logs in with an IAM token only."""
+    return sql.SQL("CREATE ROLE {} WITH LOGIN").format(plain(role))
+
+
+def grants(roles: Roles) -> list[sql.Composed]:
+    """The GRANT statements giving each role exactly its privileges, one per statement."""
+    out = []
+    for role, tables in roles.privileges().items():
+        out.append(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(plain(roles.schema), plain(role))
+        )
+        for table, privileges in tables.items():
+            out.append(
+                sql.SQL("GRANT {} ON {} TO {}").format(
+                    sql.SQL(", ").join(map(sql.SQL, privileges)), plain(table), plain(role)
+                )
+            )
+    return out
+
+
+def iam_grant(role: str, arn: str) -> sql.Composed:
+    """DSQL's mapping of an IAM role (or user) ARN to a database role."""
+    if not IAM_ARN.fullmatch(arn):
+        raise InvalidName(f"{arn!r} is not an IAM role or user ARN")
+    return sql.SQL("AWS IAM GRANT {} TO {}").format(plain(role), sql.Literal(arn))
+
+
+def access_statements(roles: Roles, iam: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Every role, grant and IAM-mapping statement ``migrate`` may run, in order."""
+    out = [create_schema(roles.schema).as_string(None)] if roles.schema != "public" else []
+    out += [create_role(role).as_string(None) for role in (roles.worker, roles.reader)]
+    out += [g.as_string(None) for g in grants(roles)]
+    for role, arns in (iam or {}).items():
+        out += [iam_grant(role, arn).as_string(None) for arn in arns]
+    return out
