@@ -8,7 +8,9 @@ the JSON file. Progress goes to stderr, the table to stdout.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shlex
 import sys
 import tempfile
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import contention, footprint, machine, pgbench, pipeline, report
+from bench import contention, footprint, machine, pgbench, pipeline, report, scale
 from bench.engine import ACCOUNTS, EngineRun, run_engine
 from bench.moto_send import cheap_send_attributes
 from bench.proxy import ProxyProcess
@@ -65,12 +67,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller numbers, one repeat")
     parser.add_argument("--repeats", type=int, default=None, help="repeats (default 3, quick 1)")
     parser.add_argument("--output", type=Path, default=report.DEFAULT_OUTPUT, help="JSON file")
+    parser.add_argument(
+        "--only",
+        choices=["scale"],
+        default=None,
+        help="run one section and merge it into the JSON file (scale: setup, audit and "
+        "stats at 1M accounts and 1M results)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run everything, print the table, write the JSON."""
     args = parse_args(argv)
+    if args.only == "scale":
+        return only_scale(args.output)
     repeats = args.repeats or (1 if args.quick else 3)
     plan = Plan.quick(repeats) if args.quick else Plan.full(repeats)
     _quiet_logs()
@@ -115,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["contention"] = step(
             "contention sweep", lambda: contention_sweep(server, sqs, workdir, plan)
         )
+        results["scale"] = step(
+            "scale (1M accounts, 1M results)", lambda: scale.run_scale(server, dict(os.environ))
+        )
         results["moto_internal_errors"] = {
             "count": moto_errors.count,
             "note": "HTTP 500s moto's server answered (botocore retries them), with the "
@@ -128,6 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write(results, args.output)
     print(report.format_table(results))
     say(f"wrote {args.output} in {results['run']['elapsed_s']:.0f} s")
+    return 0
+
+
+def only_scale(output: Path) -> int:
+    """``--only scale``: run that section on a server of its own and merge it into
+    ``output`` (the other sections of an earlier run stay as they were)."""
+    _quiet_logs()
+    results: dict[str, Any] = json.loads(output.read_text()) if output.exists() else {}
+    with BenchServer() as server:
+        results["scale"] = step(
+            "scale (1M accounts, 1M results)", lambda: scale.run_scale(server, dict(os.environ))
+        )
+    report.write(results, output)
+    print("\n".join(report.format_scale(results)))
+    say(f"merged the scale section into {output}")
     return 0
 
 

@@ -148,6 +148,7 @@ def format_table(results: dict[str, Any]) -> str:
         _round_trip_section,
         _pipeline_section,
         _contention_section,
+        format_scale,
         _footprint_section,
         _targets_section,
     )
@@ -303,6 +304,13 @@ def _contention_section(results: dict[str, Any]) -> list[str]:
             f"transaction p99 {sqs['transaction_ms_p99']:.1f} ms"
         )
     return lines
+
+
+def format_scale(results: dict[str, Any]) -> list[str]:
+    """The SCALE block (see :mod:`bench.scale`)."""
+    from bench.scale import format_section
+
+    return format_section(results)
 
 
 def _footprint_section(results: dict[str, Any]) -> list[str]:
