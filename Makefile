@@ -9,7 +9,7 @@ ARCH      ?= x86_64
 PYTHON312 ?= python3.12
 LOCK_VENV := build/lock-venv
 
-.PHONY: demo test lint typecheck unit faults bench lambda-zip synth lock clean
+.PHONY: demo test lint typecheck unit faults bench smoke lambda-zip synth lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q
+
+# The DSQL readiness check: against DSQL_ENDPOINT (AWS credentials allowed
+# dsql:DbConnectAdmin), else DATABASE_URL, else an embedded PostgreSQL. It works in a
+# throwaway schema and drops it; `make test` runs it on the embedded PostgreSQL.
+smoke: $(STAMP)
+	$(BIN)/python -m worker smoke
 
 # The full fault suite (a short run is part of `make test`): worker processes killed,
 # paused and drained, PostgreSQL restarted, connections terminated, while a seeded

@@ -152,7 +152,7 @@ def test_the_worker_role_can_transfer_and_nothing_more(settings: Settings) -> No
     """Logged in as DB_WORKER_ROLE a transfer commits; DELETE, the baseline table and DDL
     are refused. The reader role can read and not write."""
     with connect(settings) as conn:
-        migrate(conn, Backend.POSTGRES, Roles())
+        migrate(conn, Backend.POSTGRES, roles=Roles())
         conn.autocommit = False
         conn.execute("INSERT INTO accounts VALUES (1, 100), (2, 0)")
         conn.commit()
@@ -197,7 +197,7 @@ def test_db_schema_holds_a_whole_environment(database_url: str) -> None:
     public empty, and the engine transfers inside it."""
     staging = Settings(database_url=database_url, db_schema="staging", pool_min_size=1)
     with connect(staging) as conn:
-        migrate(conn, Backend.POSTGRES, Roles.from_settings(staging))
+        migrate(conn, Backend.POSTGRES, schema="staging", roles=Roles.from_settings(staging))
         conn.autocommit = False
         conn.execute("INSERT INTO accounts VALUES (1, 10), (2, 0)")
         conn.commit()

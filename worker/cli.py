@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         explain_command,
         "EXPLAIN ANALYZE the transfer statements and the history query (rolled back)",
     )
+    smoke = add(
+        "smoke",
+        smoke_command,
+        "check the product against DSQL_ENDPOINT (or DATABASE_URL, or an embedded "
+        "PostgreSQL) in a throwaway schema; exit 1 on any failure",
+    )
+    smoke.add_argument("--transfers", type=int, default=240, help="contended transfers (240)")
+    smoke.add_argument("--threads", type=int, default=8, help="threads applying them (8)")
+    smoke.add_argument("--seed", type=int, default=None, help="workload seed")
     add("run", run_command, "consume the transfer queue until SIGTERM/SIGINT, then drain")
     add("health", health_command, "exit 0 when a running worker's heartbeat is recent")
     add("settings", settings_command, "print every setting as a Markdown table")
@@ -136,7 +145,9 @@ def migrate_command(args: argparse.Namespace) -> int:
     iam = {settings.db_worker_role: args.worker_arn, settings.db_reader_role: args.reader_arn}
     try:
         with connect(settings) as conn:
-            report = migrate(conn, settings.backend, roles, iam=iam)
+            report = migrate(
+                conn, settings.backend, schema=settings.db_schema, roles=roles, iam=iam
+            )
     except MigrationFailed as exc:
         raise CommandFailed(str(exc)) from None
     except InvalidName as exc:
@@ -174,6 +185,17 @@ def explain_command(_args: argparse.Namespace) -> int:
         print()
     print("-- rolled back: nothing was changed")
     return EXIT_OK
+
+
+def smoke_command(args: argparse.Namespace) -> int:
+    """Run the smoke test and print its report; 0 only when every check passed."""
+    from worker.smoke import run_smoke
+
+    report = run_smoke(
+        load_settings(), transfers=args.transfers, threads=args.threads, seed=args.seed
+    )
+    print(report.render(), end="")
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
 def run_command(_args: argparse.Namespace) -> int:

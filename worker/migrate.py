@@ -102,21 +102,22 @@ class Timing:
 def migrate(
     conn: Connection,
     backend: Backend,
-    roles: Roles | None = None,
     *,
+    schema: str = "public",
+    roles: Roles | None = None,
     iam: Mapping[str, Sequence[str]] | None = None,
     timing: Timing | None = None,
 ) -> MigrationReport:
     """Create the schema's missing objects; with ``roles``, also the roles and grants.
 
-    ``iam`` maps a database role to the IAM ARNs that may log in as it. ``conn`` is
-    switched to autocommit: every statement is its own transaction. Raises
-    :class:`MigrationFailed` when an index cannot be built.
+    ``schema`` must be the connection's search path (DB_SCHEMA); it is created when it
+    is not ``public``. ``iam`` maps a database role to the IAM ARNs that may log in as
+    it. ``conn`` is switched to autocommit: every statement is its own transaction.
+    Raises :class:`MigrationFailed` when an index cannot be built.
     """
     conn.autocommit = True
     timing = timing or Timing()
     report = MigrationReport()
-    schema = roles.schema if roles else "public"
     if schema != "public":
         _execute(conn, create_schema(schema))
     for ddl in TABLES:
@@ -126,7 +127,7 @@ def migrate(
             report.created.append(name)
     _ensure_indexes(conn, backend, report, timing)
     if roles is not None:
-        _ensure_roles(conn, backend, roles, iam or {}, report)
+        _ensure_roles(conn, backend, roles, schema=schema, iam=iam or {}, report=report)
     for name in report.created:
         log.info("created", object=name)
     return report
@@ -307,13 +308,15 @@ def _ensure_roles(
     conn: Connection,
     backend: Backend,
     roles: Roles,
+    *,
+    schema: str,
     iam: Mapping[str, Sequence[str]],
     report: MigrationReport,
 ) -> None:
     for role in (roles.worker, roles.reader):
         if not _exists(conn, _ROLE_EXISTS, role) and _execute(conn, create_role(role)):
             report.roles.append(role)
-    for grant in grants(roles):
+    for grant in grants(roles, schema):
         _execute(conn, grant)
         report.granted.append(grant.as_string(conn))
     for role, arns in iam.items():

@@ -35,7 +35,13 @@ def on_event(event: dict[str, Any], _context: Any) -> dict[str, Any]:
         settings.db_reader_role: list(properties.get("ReaderRoleArns", [])),
     }
     with connect(settings) as conn:
-        report = migrate(conn, settings.backend, Roles.from_settings(settings), iam=iam)
+        report = migrate(
+            conn,
+            settings.backend,
+            schema=settings.db_schema,
+            roles=Roles.from_settings(settings),
+            iam=iam,
+        )
     return {
         "PhysicalResourceId": physical,
         "Data": {

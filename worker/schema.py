@@ -132,16 +132,15 @@ READER_PRIVILEGES: dict[str, tuple[LiteralString, ...]] = {
 
 @dataclass(frozen=True)
 class Roles:
-    """The schema and the two login roles ``migrate`` creates and grants."""
+    """The two login roles ``migrate`` creates and grants."""
 
-    schema: str = "public"
     worker: str = "transfers_worker"
     reader: str = "transfers_reader"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Roles:
-        """DB_SCHEMA, DB_WORKER_ROLE and DB_READER_ROLE."""
-        return cls(settings.db_schema, settings.db_worker_role, settings.db_reader_role)
+        """DB_WORKER_ROLE and DB_READER_ROLE."""
+        return cls(settings.db_worker_role, settings.db_reader_role)
 
     def privileges(self) -> dict[str, dict[str, tuple[LiteralString, ...]]]:
         """Role -> table -> privileges."""
@@ -175,13 +174,11 @@ def create_role(role: str) -> sql.Composed:
     return sql.SQL("CREATE ROLE {} WITH LOGIN").format(plain(role))
 
 
-def grants(roles: Roles) -> list[sql.Composed]:
+def grants(roles: Roles, schema: str) -> list[sql.Composed]:
     """The GRANT statements giving each role exactly its privileges, one per statement."""
     out = []
     for role, tables in roles.privileges().items():
-        out.append(
-            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(plain(roles.schema), plain(role))
-        )
+        out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(plain(schema), plain(role)))
         for table, privileges in tables.items():
             out.append(
                 sql.SQL("GRANT {} ON {} TO {}").format(
@@ -198,11 +195,13 @@ def iam_grant(role: str, arn: str) -> sql.Composed:
     return sql.SQL("AWS IAM GRANT {} TO {}").format(plain(role), sql.Literal(arn))
 
 
-def access_statements(roles: Roles, iam: dict[str, tuple[str, ...]] | None = None) -> list[str]:
-    """Every role, grant and IAM-mapping statement ``migrate`` may run, in order."""
-    out = [create_schema(roles.schema).as_string(None)] if roles.schema != "public" else []
+def access_statements(
+    roles: Roles, schema: str = "public", iam: dict[str, tuple[str, ...]] | None = None
+) -> list[str]:
+    """Every schema, role, grant and IAM-mapping statement ``migrate`` may run, in order."""
+    out = [create_schema(schema).as_string(None)] if schema != "public" else []
     out += [create_role(role).as_string(None) for role in (roles.worker, roles.reader)]
-    out += [g.as_string(None) for g in grants(roles)]
+    out += [g.as_string(None) for g in grants(roles, schema)]
     for role, arns in (iam or {}).items():
         out += [iam_grant(role, arn).as_string(None) for arn in arns]
     return out
