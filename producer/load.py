@@ -7,8 +7,9 @@ with a client of its own; a progress bar on stderr shows the send rate. The work
 is drawn lazily from one random generator (``--seed`` makes it repeatable, ids aside),
 so memory stays flat for large N.
 
-Entries SQS refuses within a batch are resent a few times, then counted as not sent
-(:func:`producer.sqs.send_entries`); a batch call that fails outright stops the run.
+Batches go out through :class:`producer.client.TransferClient` (the client a Python
+producer uses): entries SQS refuses within a batch are resent a few times, then counted
+as not sent; a batch call that fails outright stops the run.
 
 With ``--wait`` it then polls ``transfer_results`` for the ids it sent until each has a
 result or ``--timeout`` passes, and prints the STATS block of
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from producer.send import seconds
-from producer.sqs import BATCH_SIZE, SQS_ERRORS, is_fifo, message_entry, send_entries
+from producer.sqs import BATCH_SIZE, SQS_ERRORS
 from worker.contract import INT32_MAX, TransferRequest
 from worker.settings import Settings
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
     from producer.cli import Subparsers
+    from producer.client import TransferClient
 
 DEFAULT_ITERS = 1000
 DEFAULT_THREADS = 1
@@ -120,22 +122,28 @@ def register(subparsers: Subparsers) -> None:
 def run_load(args: argparse.Namespace, settings: Settings) -> int:
     """Send, optionally wait, and print the SENT block (and STATS) or one JSON object."""
     from producer.cli import EXIT_NO, EXIT_OK, _fail
+    from producer.client import TransferClient
     from producer.progress import ProgressBar
-    from producer.results import connect_for_polling, wait_for_results
     from producer.sqs import QueueNotConfigured, queue_url, sqs_clients
     from producer.stats import format_load_stats, load_stats_as_dict, summarize_load
 
     transfers = plan_transfers(args.iters, args.accounts, random.Random(args.seed))
     threads = min(args.threads, -(-args.iters // BATCH_SIZE))
     with ExitStack() as stack:
-        # Connected before sending: an unreachable database stops us with nothing queued.
-        conn = stack.enter_context(connect_for_polling(settings)) if args.wait else None
         try:
-            clients = sqs_clients(settings, threads)
-            url = queue_url(settings, clients[0])
-            gate = BacklogGate(clients[0], url, args.max_backlog) if args.max_backlog else None
+            sqs = sqs_clients(settings, threads)
+            url = queue_url(settings, sqs[0])
+            # One client per thread (each with its own HTTP connections); the first one
+            # also reads the results.
+            clients = [TransferClient(c, url, settings=settings) for c in sqs]
+            stack.callback(clients[0].close)
+            if args.wait:
+                # Connected before sending: an unreachable database stops us with
+                # nothing queued.
+                clients[0].connect()
+            gate = BacklogGate(sqs[0], url, args.max_backlog) if args.max_backlog else None
             with ProgressBar(args.iters, label="send", unit="msgs") as bar:
-                report = send_transfers(clients, url, transfers, on_sent=bar.advance, gate=gate)
+                report = send_transfers(clients, transfers, on_sent=bar.advance, gate=gate)
         except (QueueNotConfigured, SendAborted) as exc:
             return _fail(str(exc))
         except SQS_ERRORS as exc:
@@ -148,14 +156,12 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
             )
         if not args.json:
             print(report.format(), flush=True)
-        if conn is None:
+        if not args.wait:
             if args.json:
                 print(json.dumps(report.as_dict()))
             return EXIT_NO if report.not_sent else EXIT_OK
         with ProgressBar(len(report.sent), label="results", unit="results") as bar:
-            found = wait_for_results(
-                conn, report.sent, timeout_s=args.timeout, poll_s=POLL_S, on_found=bar.advance
-            )
+            found = clients[0].results(report.sent, wait=args.timeout, on_found=bar.advance)
     stats = summarize_load(
         list(found.values()), sent=len(report.sent), first_sent_at=report.started_at
     )
@@ -265,8 +271,7 @@ class SendReport:
 
 
 def send_transfers(
-    clients: Sequence[SQSClient],
-    url: str,
+    clients: Sequence[TransferClient],
     transfers: Iterable[TransferRequest],
     *,
     on_sent: Callable[[int], None] | None = None,
@@ -275,12 +280,12 @@ def send_transfers(
     """Send ``transfers`` in batches of 10, one thread per client, until none are left.
 
     Threads take the next 10 transfers from the shared iterator, so the workload is
-    drawn in one order whatever the thread count. ``on_sent(n)`` is called from the
-    sending threads after each batch (a progress bar's ``advance``). Raises
-    :class:`SendAborted` when a batch call fails outright; the other threads finish
-    the batch they are sending and stop.
+    drawn in one order whatever the thread count; each batch goes out through
+    :meth:`TransferClient.send_batch` (the client's partial-failure retries).
+    ``on_sent(n)`` is called from the sending threads after each batch (a progress
+    bar's ``advance``). Raises :class:`SendAborted` when a batch call fails outright;
+    the other threads finish the batch they are sending and stop.
     """
-    fifo = is_fifo(url)
     source = iter(transfers)
     source_lock = threading.Lock()
     results_lock = threading.Lock()
@@ -296,20 +301,20 @@ def send_transfers(
             requested += len(batch)
             return batch
 
-    def run(client: SQSClient) -> None:
+    def run(client: TransferClient) -> None:
         while not stop.is_set():
             if gate is not None:
                 gate.wait(stop)
             if not (batch := take()):
                 break
             try:
-                outcome = send_entries(client, url, [message_entry(t, fifo=fifo) for t in batch])
+                outcome = client.send_batch(batch)
             except BaseException:
                 stop.set()
                 raise
             with results_lock:
-                sent.extend(UUID(hex=entry_id) for entry_id in outcome.sent)
-                not_sent.update({UUID(hex=i): code for i, code in outcome.not_sent.items()})
+                sent.extend(outcome.sent)
+                not_sent.update(outcome.not_sent)
             if on_sent is not None and outcome.sent:
                 on_sent(len(outcome.sent))
             if gate is not None:

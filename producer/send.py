@@ -1,7 +1,8 @@
 """``python -m producer send``: enqueue one transfer, and with ``--wait`` report its outcome.
 
 The queued counterpart of the workshop's ``cargo lambda invoke ... '{"payer_id": 1,
-"payee_id": 2, "amount": 10}'``: the body is the contract's, and it always carries a
+"payee_id": 2, "amount": 10}'``, through :class:`producer.client.TransferClient` (the
+same code a Python producer uses): the body is the contract's, and it always carries a
 ``transfer_id`` (a new uuid4 unless one is given), which is printed first so that the
 outcome can be looked up later and ``--wait`` can poll ``transfer_results`` for it. The
 outcome is printed like chapter 05's response: payer balance, transaction time and
@@ -15,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
 from typing import TYPE_CHECKING
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from worker.contract import encode_body, parse_body
-from worker.errors import MalformedRequest
 from worker.outcomes import TransferResult
 from worker.settings import Settings
 
@@ -68,41 +66,42 @@ def register(subparsers: Subparsers) -> None:
 def run_send(args: argparse.Namespace, settings: Settings) -> int:
     """Send the transfer, print its id, and with ``--wait`` its outcome."""
     from producer.cli import EXIT_NO, EXIT_OK, _fail
-    from producer.results import connect_for_polling, wait_for_results
-    from producer.sqs import (
-        SQS_ERRORS,
-        QueueNotConfigured,
-        is_fifo,
-        message_entry,
-        queue_url,
-        send_entries,
-        sqs_clients,
+    from producer.client import (
+        InvalidTransfer,
+        Transfer,
+        TransferClient,
+        TransferNotSent,
+        to_request,
     )
+    from producer.sqs import SQS_ERRORS, QueueNotConfigured
 
-    transfer_id: UUID = args.transfer_id or uuid4()
     try:
         # The worker's own parser: what it would dead-letter is never sent.
-        request = parse_body(encode_body(args.payer, args.payee, args.amount, transfer_id), "")
-    except MalformedRequest as exc:
-        return _fail(f"not a valid transfer: {exc}")
-    with ExitStack() as stack:
-        # Connected before sending: an unreachable database stops us with nothing queued.
-        conn = stack.enter_context(connect_for_polling(settings)) if args.wait else None
+        request = to_request(Transfer(args.payer, args.payee, args.amount, args.transfer_id))
+    except InvalidTransfer as exc:
+        return _fail(str(exc))
+    try:
+        client = TransferClient.from_settings(settings)
+    except QueueNotConfigured as exc:
+        return _fail(str(exc))
+    except SQS_ERRORS as exc:
+        return _fail(f"SQS: {exc}")
+    with client:
+        if args.wait:
+            # Connected before sending: an unreachable database stops us with nothing queued.
+            client.connect()
         try:
-            client = sqs_clients(settings)[0]
-            url = queue_url(settings, client)
-            outcome = send_entries(client, url, [message_entry(request, fifo=is_fifo(url))])
-        except QueueNotConfigured as exc:
-            return _fail(str(exc))
+            transfer_id = client.send(
+                request.payer_id, request.payee_id, request.amount, transfer_id=request.transfer_id
+            )
+        except TransferNotSent as exc:
+            return _fail(f"SQS did not take the message: {exc.code}")
         except SQS_ERRORS as exc:
             return _fail(f"SQS: {exc}")
-        if outcome.not_sent:
-            return _fail(f"SQS did not take the message: {', '.join(outcome.not_sent.values())}")
         print(transfer_id, flush=True)
-        if conn is None:
+        if not args.wait:
             return EXIT_OK
-        found = wait_for_results(conn, [transfer_id], timeout_s=args.timeout, poll_s=POLL_S)
-    result = found.get(transfer_id)
+        result = client.result(transfer_id, wait=args.timeout)
     if result is None:
         print(
             f"timed out: no result for transfer {transfer_id} within {args.timeout:g} s "

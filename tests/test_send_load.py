@@ -25,6 +25,7 @@ from typing import Any, cast
 import psycopg
 import pytest
 
+from producer import TransferClient
 from producer.cli import main
 from producer.load import BacklogGate, SendReport, plan_transfers, send_transfers
 from producer.sqs import ENTRY_RETRIES
@@ -395,7 +396,7 @@ def test_refused_batch_entries_are_resent_then_reported_not_sent(
         return None
 
     client = RefusingClient(local_sqs.client(), refuse)
-    report = send_transfers([cast(Any, client)], queues.queue_url, transfers)
+    report = send_transfers([TransferClient(cast(Any, client), queues.queue_url)], transfers)
 
     assert report.requested == 25
     assert report.not_sent == {
@@ -470,7 +471,8 @@ def test_backlog_gate_pauses_sending_until_the_queue_drains(
     reports: list[SendReport] = []
 
     def send() -> None:
-        reports.append(send_transfers([local_sqs.client()], queues.queue_url, transfers, gate=gate))
+        sender = TransferClient(local_sqs.client(), queues.queue_url)
+        reports.append(send_transfers([sender], transfers, gate=gate))
         done.set()
 
     threading.Thread(target=send, daemon=True).start()
