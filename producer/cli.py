@@ -37,7 +37,7 @@ import psycopg
 import pydantic
 from psycopg import errors as pg_errors
 
-from producer import dlq, load, send
+from producer import dlq, load, send, watch
 from worker.db import NotConfigured, connect
 from worker.outcomes import TransferResult
 from worker.settings import Settings
@@ -323,6 +323,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     send.register,
     load.register,
     dlq.register,
+    watch.register,
 )
 """Every subcommand, in ``--help`` order. Add ``send.register`` etc. here."""
 
