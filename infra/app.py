@@ -6,6 +6,9 @@ Context comes from ``infra/cdk.json`` in every case (the CLI passes it itself; a
 ``python infra/app.py`` reads it here), overridden by ``-c name=value`` arguments, so
 both ways synthesize the same template. Needs no AWS credentials and no Docker: the
 stack is environment-agnostic and assets are only hashed.
+
+cdk-nag's AwsSolutions pack checks the app on every synth: a finding that is neither
+fixed nor accepted with a reason (infra/findings.py) fails the synth, and so the deploy.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ if str(INFRA_DIR.parent) not in sys.path:
     sys.path.insert(0, str(INFRA_DIR.parent))
 
 import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
-from infra.stack import InvalidContext, StackConfig, TransferStack  # noqa: E402
+from infra.config import InvalidContext, StackConfig  # noqa: E402
+from infra.stack import TransferStack  # noqa: E402
 
-STACK_NAME = "DsqlTransfers"
 CDK_JSON = INFRA_DIR / "cdk.json"
 
 
@@ -41,18 +45,22 @@ def cdk_json_context() -> dict[str, Any]:
 def build_app(
     overrides: Mapping[str, Any] | None = None, outdir: str | None = None
 ) -> tuple[cdk.App, TransferStack]:
-    """The app with its one stack; ``overrides`` win over ``cdk.json``, and the CDK
-    CLI's own context (``CDK_CONTEXT_JSON``) wins over both."""
+    """The app with its one stack, named by the context (``stackName``, or one per
+    ``environment``); ``overrides`` win over ``cdk.json``, and the CDK CLI's own context
+    (``CDK_CONTEXT_JSON``) wins over both."""
     app = cdk.App(
         context={**cdk_json_context(), **(overrides or {})},
         outdir=outdir or os.environ.get("CDK_OUTDIR") or str(INFRA_DIR / "cdk.out"),
     )
-    stack = TransferStack(app, STACK_NAME, config=StackConfig.from_context(app.node))
+    config = StackConfig.from_context(app.node)
+    stack = TransferStack(app, config.resolved_stack_name, config=config)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Synthesize; exit 2 with one line on a bad context parameter."""
+    """Synthesize; exit 2 with one line on a bad context parameter, 1 when cdk-nag
+    reports a finding nobody accepted (the report names each one)."""
     parser = argparse.ArgumentParser(prog="python infra/app.py", description=__doc__)
     parser.add_argument(
         "-c",
@@ -70,12 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"expected NAME=VALUE, got {item!r}")
         overrides[name] = value
     try:
-        app, _stack = build_app(overrides)
+        app, stack = build_app(overrides)
     except InvalidContext as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    assembly = app.synth()
-    print(f"synthesized {STACK_NAME} into {assembly.directory}")
+    try:
+        assembly = app.synth()
+    except RuntimeError as exc:  # jsii's wrapper of CDK's ValidationFailed
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"synthesized {stack.stack_name} into {assembly.directory}")
     return 0
 
 

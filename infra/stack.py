@@ -1,37 +1,37 @@
-"""The deployment: an Aurora DSQL cluster, the transfer queue and its DLQ, and the worker
-as an ECS Fargate service, an SQS-triggered Lambda, or both (context ``compute``).
+"""The deployment: an Aurora DSQL cluster, the transfer queue and its DLQ, the schema
+migrated at deploy time, the worker as an ECS Fargate service or an SQS-triggered Lambda
+(context ``compute``), and the alarms and dashboard that watch them.
 
-Every knob is a CDK context parameter (``-c name=value`` or ``infra/cdk.json``), read
-once into :class:`StackConfig`; the stack itself makes no account or region lookups,
-so it synthesizes without AWS credentials, and without Docker (CDK only hashes the
-image's build context at synth time; ``cdk deploy`` builds it).
+Every knob is a context parameter read into :class:`~infra.config.StackConfig`; the stack
+makes no account or region lookups, so it synthesizes without AWS credentials, and
+without Docker (CDK only hashes the image's build context; ``cdk deploy`` builds it).
 
-IAM is least privilege: the worker roles may connect to this one cluster (as the
-configured database role), consume this one queue and send to its DLQ; producers get
-a managed policy that may only send to the queue.
+Least privilege: a custom resource runs ``worker.migrate_handler.on_event`` as the DSQL
+``admin`` role (the only holder of ``dsql:DbConnectAdmin``); it creates the schema and
+the worker and reader database roles, and maps the worker role to the task and
+function IAM roles. The workers then connect as that role with ``dsql:DbConnect`` only,
+consume this one queue, send to its DLQ, and write their own log group.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
+import hashlib
 import zipfile
-from dataclasses import dataclass, fields
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from aws_cdk import (
     Aws,
     CfnOutput,
+    CustomResource,
     Duration,
     RemovalPolicy,
     Stack,
     Tags,
+    custom_resources,
 )
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_dsql as dsql
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -39,10 +39,30 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.aws_lambda_event_sources import SqsEventSource
-from constructs import Construct, Node
+from constructs import Construct, IConstruct
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-"""Relative paths in the context (``lambdaZip``, ``imageDirectory``) start here."""
+from infra import findings
+from infra.config import (
+    Architecture,
+    Compute,
+    InvalidContext,
+    StackConfig,
+    Subnets,
+    context_defaults,
+)
+from infra.monitoring import CONTAINER, FUNCTION, Consumer, Monitoring
+from infra.network import WorkerNetwork
+
+__all__ = [
+    "Architecture",
+    "Compute",
+    "InvalidContext",
+    "StackConfig",
+    "Subnets",
+    "TransferStack",
+    "check_lambda_zip",
+    "context_defaults",
+]
 
 IMAGE_EXCLUDE = [
     ".git",
@@ -61,170 +81,33 @@ IMAGE_EXCLUDE = [
 ]
 """Kept out of the image's build context, so hashing it at synth stays fast."""
 
-MIN_VISIBILITY_S = 60
-"""Floor for the queue's visibility timeout (the container worker is told the same value
-and extends a message's visibility by it while the transfer runs): one transfer may
-retry for RETRY_BUDGET_S (15 s), so a redelivery never overtakes a live attempt."""
-
-STOP_MARGIN_S = 5
-"""stopTimeout minus DRAIN_TIMEOUT_S, at least: time to close the pool and flush metrics."""
-
-LAMBDA_VISIBILITY_FACTOR = 6
-"""AWS guidance: queue visibility timeout at least 6x the consuming function's timeout."""
-
 QUEUE_RETENTION = Duration.days(4)
 DLQ_RETENTION = Duration.days(14)
 """Longer than the queue's: a redriven message keeps its original enqueue time."""
 
 HEALTH_COMMAND = ["CMD", "python", "-m", "worker", "health"]
+"""Liveness only: a worker holding back for an unreachable database must not be killed
+(``health --ready`` would fail then)."""
+
+WORKER_HANDLER = "worker.lambda_handler.handler"
+MIGRATE_HANDLER = "worker.migrate_handler.on_event"
+MIGRATE_TIMEOUT = Duration.minutes(15)
+"""Lambda's maximum: ``CREATE INDEX ASYNC`` jobs on a populated table take a while."""
 
 LAMBDA_ABI = "cp312"
 """The python3.12 runtime's CPython ABI tag; abi3 and pure wheels run anywhere."""
 
-
-class InvalidContext(ValueError):
-    """A context parameter has a value the stack cannot deploy."""
-
-
-class Compute(StrEnum):
-    """What consumes the transfer queue."""
-
-    FARGATE = "fargate"
-    LAMBDA = "lambda"
-    BOTH = "both"
-
-
-class Architecture(StrEnum):
-    """CPU architecture of the Lambda zip and the container image alike."""
-
-    X86_64 = "x86_64"
-    ARM64 = "arm64"
-
-
 WHEEL_MACHINES = {Architecture.X86_64: "x86_64", Architecture.ARM64: "aarch64"}
 """Lambda architecture -> the machine in wheel platform tags (manylinux_2_17_aarch64)."""
 
-
-@dataclass(frozen=True)
-class StackConfig:
-    """Every context parameter, with its default. The context key is the camelCase field
-    name (``max_receive_count`` -> ``maxReceiveCount``); values given on the command line
-    arrive as strings and are converted to the field's type."""
-
-    compute: Compute = Compute.BOTH
-    deletion_protection: bool = True
-    dsql_user: str = "admin"
-    max_receive_count: int = 5
-    architecture: Architecture = Architecture.X86_64
-    # --- Lambda ---
-    lambda_zip: str = "build/lambda.zip"
-    lambda_timeout_s: int = 30
-    lambda_memory_mb: int = 512
-    lambda_reserve_ms: int = 5000
-    batch_size: int = 10
-    max_batching_window_s: int = 1
-    max_concurrency: int = 10
-    # --- Fargate ---
-    image_directory: str = "."
-    task_cpu: int = 512
-    task_memory_mb: int = 1024
-    min_tasks: int = 1
-    max_tasks: int = 10
-    backlog_per_task: int = 1000
-    drain_timeout_s: int = 25
-    stop_timeout_s: int = 40
-    nat_gateways: int = 0
-
-    def __post_init__(self) -> None:
-        problems = [
-            *_check(
-                bool(re.fullmatch(r"[a-z_][a-z0-9_]*", self.dsql_user)),
-                f"dsqlUser {self.dsql_user!r} is not a plain lower-case role name",
-            ),
-            *_within("maxReceiveCount", self.max_receive_count, 1, 1000),
-            *_within("lambdaTimeoutS", self.lambda_timeout_s, 1, 900),
-            *_within("lambdaMemoryMb", self.lambda_memory_mb, 128, 10240),
-            *_within(
-                "lambdaReserveMs", self.lambda_reserve_ms, 0, self.lambda_timeout_s * 1000 - 1
-            ),
-            *_within("batchSize", self.batch_size, 1, 10000),
-            *_within("maxBatchingWindowS", self.max_batching_window_s, 0, 300),
-            *_check(
-                self.batch_size <= 10 or self.max_batching_window_s >= 1,
-                "batchSize above 10 needs maxBatchingWindowS >= 1",
-            ),
-            *_within("maxConcurrency", self.max_concurrency, 2, 1000),
-            # Scaling divides the backlog by the running tasks: with none it has no data.
-            *_within("minTasks", self.min_tasks, 1, self.max_tasks),
-            *_within("maxTasks", self.max_tasks, 1, 1000),
-            *_within("backlogPerTask", self.backlog_per_task, 1, 10**6),
-            *_within("drainTimeoutS", self.drain_timeout_s, 1, self.stop_timeout_s - STOP_MARGIN_S),
-            *_within("stopTimeoutS", self.stop_timeout_s, 1 + STOP_MARGIN_S, 120),  # Fargate max
-            *_within("natGateways", self.nat_gateways, 0, 2),
-        ]
-        if problems:
-            raise InvalidContext("invalid context: " + "; ".join(problems))
-
-    @classmethod
-    def from_context(cls, node: Node) -> StackConfig:
-        """The parameters found in ``node``'s context; defaults for the others.
-
-        Raises :class:`InvalidContext` for a value of the wrong type or range, and for a
-        key that looks like a misspelt parameter (which would otherwise be ignored).
-        """
-        types = get_type_hints(cls)
-        keys = {_camel(field.name): field.name for field in fields(cls)}
-        for key in node.get_all_context():
-            if key not in keys and (near := difflib.get_close_matches(key, keys, 1, 0.8)):
-                raise InvalidContext(
-                    f"unknown context parameter {key!r}; did you mean {near[0]!r}?"
-                )
-        values: dict[str, Any] = {}
-        for key, name in keys.items():
-            raw = node.try_get_context(key)
-            if raw is not None:
-                values[name] = _convert(key, raw, types[name])
-        return cls(**values)
-
-    @property
-    def runs_fargate(self) -> bool:
-        """Deploy the ECS Fargate service."""
-        return self.compute in (Compute.FARGATE, Compute.BOTH)
-
-    @property
-    def runs_lambda(self) -> bool:
-        """Deploy the SQS-triggered function."""
-        return self.compute in (Compute.LAMBDA, Compute.BOTH)
-
-    @property
-    def visibility_timeout_s(self) -> int:
-        """The queue's visibility timeout: 6x the function timeout, at least 60 s.
-
-        Computed from the function timeout even when only Fargate is deployed, so that
-        switching ``compute`` never changes the queue.
-        """
-        return max(MIN_VISIBILITY_S, LAMBDA_VISIBILITY_FACTOR * self.lambda_timeout_s)
-
-    @property
-    def dsql_action(self) -> str:
-        """The IAM action that signs tokens for ``dsql_user``."""
-        return "dsql:DbConnectAdmin" if self.dsql_user == "admin" else "dsql:DbConnect"
-
-    def path(self, value: str) -> Path:
-        """A context path, relative to the repository root unless absolute."""
-        return (REPO_ROOT / value).resolve()
-
-
-def context_defaults() -> dict[str, Any]:
-    """Every parameter's default, keyed by its context name (what ``cdk.json`` carries)."""
-    defaults = StackConfig()
-    return {
-        _camel(field.name): _plain(getattr(defaults, field.name)) for field in fields(StackConfig)
-    }
+PYTHON_RUNTIME_REASON = "the zip is built and tested for python3.12 (cp312 wheels, bytecode)"
+NO_SECRETS_REASON = "endpoints, queue URLs and knobs only: no secret (DSQL uses IAM tokens)"
+CDK_ROLE_DEPENDENCY = "CDK adds an explicit DependsOn on the role a GetAtt already implies"
 
 
 class TransferStack(Stack):
-    """DSQL cluster, transfer queue + DLQ, producer policy, and the chosen compute."""
+    """DSQL cluster, transfer queue + DLQ, deploy-time migration, the chosen compute,
+    alarms and dashboard."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any
@@ -233,26 +116,72 @@ class TransferStack(Stack):
             scope,
             construct_id,
             description="SQS -> Aurora DSQL money-transfer processor (dsql-transfers)",
+            # A protected stack is also safe from a stray `cdk destroy`.
+            termination_protection=config.deletion_protection,
             **kwargs,
         )
         self.config = config
         Tags.of(self).add("project", "dsql-transfers")
+        Tags.of(self).add("environment", config.environment)
+        for key, value in config.tags.items():
+            Tags.of(self).add(key, value)
+        # Protected data survives `cdk destroy` and resource replacement; unprotected
+        # demo stacks clean up after themselves.
+        self.removal_policy = (
+            RemovalPolicy.RETAIN if config.deletion_protection else RemovalPolicy.DESTROY
+        )
 
         self.cluster = dsql.CfnCluster(
             self, "Cluster", deletion_protection_enabled=config.deletion_protection
         )
-        # A protected cluster would make `cdk destroy` fail half way; keep it instead.
-        self.cluster.apply_removal_policy(
-            RemovalPolicy.RETAIN if config.deletion_protection else RemovalPolicy.DESTROY
-        )
+        self.cluster.apply_removal_policy(self.removal_policy)
         self.endpoint = self.cluster.attr_endpoint  # <identifier>.dsql.<region>.on.aws
+        self._queues()
+        self._client_policies()
+        self.monitoring = Monitoring(self, "Monitoring", config=config)
+        self.monitoring.queue_alarms(self.queue, self.dlq)
 
+        self.task_role: iam.IRole | None = None
+        self.function: lambda_.Function | None = None
+        self.service: ecs.FargateService | None = None
+        self.ecs_cluster: ecs.Cluster | None = None
+        worker_roles: list[iam.IRole] = []
+        if config.runs_fargate:
+            self.task_role = self._fargate_worker()
+            worker_roles.append(self.task_role)
+        if config.runs_lambda:
+            self.function = self._lambda_worker()
+            if self.function.role is not None:
+                worker_roles.append(self.function.role)
+        self.migration = self._migration(worker_roles)
+        # No worker starts before its tables exist and its database role is mapped.
+        for consumer in (self.service, self.function):
+            if consumer is not None:
+                consumer.node.add_dependency(self.migration)
+        consumers: list[Consumer] = [
+            c for c, on in ((CONTAINER, config.runs_fargate), (FUNCTION, config.runs_lambda)) if on
+        ]
+        self.monitoring.build_dashboard(
+            queue=self.queue,
+            dlq=self.dlq,
+            consumers=consumers,
+            service=self.service,
+            cluster=self.ecs_cluster,
+            function=self.function,
+        )
+        self._outputs()
+
+    # --- queues and client policies ---------------------------------------------------
+
+    def _queues(self) -> None:
+        config = self.config
         self.dlq = sqs.Queue(
             self,
             "DeadLetterQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=DLQ_RETENTION,
+            removal_policy=self.removal_policy,
         )
         self.queue = sqs.Queue(
             self,
@@ -262,11 +191,17 @@ class TransferStack(Stack):
             retention_period=QUEUE_RETENTION,
             visibility_timeout=Duration.seconds(config.visibility_timeout_s),
             receive_message_wait_time=Duration.seconds(20),
+            # The receives the workers' redelivery schedule needs to cover its horizon:
+            # one rule (worker.redelivery) for the queue and the workers.
             dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dlq, max_receive_count=config.max_receive_count
+                queue=self.dlq, max_receive_count=config.schedule.max_receive_count
             ),
+            removal_policy=self.removal_policy,
         )
+        for queue in (self.queue, self.dlq):
+            findings.checkov(queue, "CKV_AWS_27", "SSE-SQS (SQS-managed keys) encrypts at rest")
 
+    def _client_policies(self) -> None:
         self.producer_policy = iam.ManagedPolicy(
             self,
             "ProducerPolicy",
@@ -279,32 +214,47 @@ class TransferStack(Stack):
                 )
             ],
         )
+        self.reader_policy = iam.ManagedPolicy(
+            self,
+            "ReaderPolicy",
+            description="Connect to the dsql-transfers cluster as a non-admin role (the "
+            "reader role, for roles listed in readerRoleArns).",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["dsql:DbConnect"], resources=[self.cluster.attr_resource_arn]
+                )
+            ],
+        )
 
-        self.task_role: iam.IRole | None = None
-        self.function: lambda_.Function | None = None
-        if config.runs_fargate:
-            self.task_role = self._fargate_worker()
-        if config.runs_lambda:
-            self.function = self._lambda_worker()
-        self._outputs()
+    # --- shared -----------------------------------------------------------------------
 
-    # --- shared ---------------------------------------------------------------------
-
-    def _environment(self) -> dict[str, str]:
-        """What both workers are told: every key is a :class:`worker.settings.Settings` field."""
+    def _environment(self, pool_min: int, pool_max: int) -> dict[str, str]:
+        """What both workers are told: every key is a :class:`worker.settings.Settings`
+        field. The redelivery knobs are the ones the queue's maxReceiveCount was
+        computed from, so worker and queue agree on the horizon."""
+        config = self.config
         return {
             "DSQL_ENDPOINT": self.endpoint,
-            "DSQL_USER": self.config.dsql_user,
+            "DSQL_USER": config.db_worker_role,
+            "DB_SCHEMA": config.db_schema,
             "QUEUE_URL": self.queue.queue_url,
             "DLQ_URL": self.dlq.queue_url,
             "LOG_FORMAT": "json",
+            "METRICS_NAMESPACE": config.metrics_namespace,
+            "POOL_MIN_SIZE": str(pool_min),
+            "POOL_MAX_SIZE": str(pool_max),
+            "RETRY_VISIBILITY_S": str(config.retry_visibility_s),
+            "RETRY_VISIBILITY_GROWTH": str(config.retry_visibility_growth),
+            "RETRY_VISIBILITY_MAX_S": str(config.retry_visibility_max_s),
+            "REDELIVERY_HORIZON_S": str(config.redelivery_horizon_s),
         }
 
     def _grant_worker(self, grantee: iam.IGrantable) -> None:
-        """Connect to this cluster, consume this queue, dead-letter into its DLQ."""
+        """Connect to this cluster as a non-admin role, consume this queue, dead-letter
+        into its DLQ."""
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=[self.config.dsql_action], resources=[self.cluster.attr_resource_arn]
+                actions=["dsql:DbConnect"], resources=[self.cluster.attr_resource_arn]
             )
         )
         self.queue.grant_consume_messages(grantee)
@@ -312,34 +262,157 @@ class TransferStack(Stack):
             iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.dlq.queue_arn])
         )
 
-    # --- ECS Fargate ----------------------------------------------------------------
+    def _log_group(self, construct_id: str) -> logs.LogGroup:
+        group = logs.LogGroup(
+            self,
+            construct_id,
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=self.removal_policy,
+        )
+        findings.log_group(group)
+        return group
+
+    def _function_role(self, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:
+        """A function role that may write its own log group and nothing else yet
+        (instead of AWSLambdaBasicExecutionRole, which allows every log group)."""
+        role = iam.Role(self, construct_id, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        return role
+
+    def _function(
+        self,
+        construct_id: str,
+        *,
+        handler: str,
+        role: iam.IRole,
+        log_group: logs.ILogGroup,
+        timeout: Duration,
+        memory_mb: int,
+        concurrency: int,
+        environment: dict[str, str],
+        description: str,
+    ) -> lambda_.Function:
+        """A python3.12 function from the Lambda zip (the worker and the migration share
+        it). AWS_REGION is not in ``environment``: the runtime sets it."""
+        config = self.config
+        zip_path = config.path(config.lambda_zip)
+        check_lambda_zip(zip_path, config.lambda_architecture)
+        function = lambda_.Function(
+            self,
+            construct_id,
+            description=description,
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            handler=handler,
+            code=lambda_.Code.from_asset(str(zip_path)),
+            architecture=(
+                lambda_.Architecture.ARM_64
+                if config.lambda_architecture is Architecture.ARM64
+                else lambda_.Architecture.X86_64
+            ),
+            timeout=timeout,
+            memory_size=memory_mb,
+            reserved_concurrent_executions=concurrency,
+            environment=environment,
+            role=role,
+            log_group=log_group,
+        )
+        findings.nag(function, "AwsSolutions-L1", PYTHON_RUNTIME_REASON)
+        findings.checkov(
+            function,
+            "CKV_AWS_116",
+            "SQS-triggered and custom-resource functions are invoked synchronously; "
+            "a Lambda DLQ is for asynchronous invocations (the queue has its own)",
+        )
+        findings.checkov(
+            function,
+            "CKV_AWS_117",
+            "reaches SQS and DSQL over IAM-authenticated TLS; a VPC would add NAT or "
+            "endpoints and cold-start ENIs for no gain",
+        )
+        findings.checkov(function, "CKV_AWS_173", NO_SECRETS_REASON)
+        findings.cfn_lint(function, "W3005", CDK_ROLE_DEPENDENCY)
+        return function
+
+    # --- deploy-time migration --------------------------------------------------------
+
+    def _migration(self, worker_roles: list[iam.IRole]) -> CustomResource:
+        """``python -m worker migrate`` as a custom resource: on every deploy that changes
+        the code, the roles or the mapped IAM roles, before any worker starts."""
+        config = self.config
+        log_group = self._log_group("MigrationLogs")
+        role = self._function_role("MigrationRole", log_group)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["dsql:DbConnectAdmin"], resources=[self.cluster.attr_resource_arn]
+            )
+        )
+        function = self._function(
+            "MigrationFunction",
+            handler=MIGRATE_HANDLER,
+            role=role,
+            log_group=log_group,
+            timeout=MIGRATE_TIMEOUT,
+            memory_mb=512,
+            concurrency=1,  # one migration at a time, whatever CloudFormation retries
+            environment={
+                "DSQL_ENDPOINT": self.endpoint,
+                "DSQL_USER": "admin",
+                "DB_SCHEMA": config.db_schema,
+                "DB_WORKER_ROLE": config.db_worker_role,
+                "DB_READER_ROLE": config.db_reader_role,
+                "LOG_FORMAT": "json",
+            },
+            description="dsql-transfers: create the schema and database roles (deploy time)",
+        )
+        provider = custom_resources.Provider(
+            self,
+            "MigrationProvider",
+            on_event_handler=function,
+            log_group=self._log_group("MigrationProviderLogs"),
+        )
+        _accept_provider_framework(provider, function)
+        return CustomResource(
+            self,
+            "Migration",
+            service_token=provider.service_token,
+            resource_type="Custom::DsqlTransfersMigration",
+            properties={
+                "WorkerRoleArns": [r.role_arn for r in worker_roles],
+                "ReaderRoleArns": list(config.reader_role_arns),
+                "Version": migration_version(
+                    config.path(config.lambda_zip),
+                    (config.db_schema, config.db_worker_role, config.db_reader_role),
+                ),
+            },
+        )
+
+    # --- ECS Fargate ------------------------------------------------------------------
 
     def _fargate_worker(self) -> iam.IRole:
         config = self.config
-        public = config.nat_gateways == 0
-        # Without NAT gateways the tasks sit in public subnets with a public IP (and a
-        # security group that admits nothing): SQS, DSQL, ECR and CloudWatch Logs are
-        # public endpoints, and a NAT gateway per AZ would cost more than the workers.
-        subnets = [ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)]
-        if not public:
-            subnets.append(
-                ec2.SubnetConfiguration(
-                    name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
-                )
-            )
-        vpc = ec2.Vpc(
+        network = WorkerNetwork(
             self,
-            "Vpc",
-            max_azs=2,
-            nat_gateways=config.nat_gateways,
-            subnet_configuration=subnets,
+            "Network",
+            config=config,
+            cluster=self.cluster,
+            removal_policy=self.removal_policy,
         )
         # Container Insights publishes RunningTaskCount, the divisor of backlog per task.
         cluster = ecs.Cluster(
-            self, "WorkerCluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED
+            self,
+            "WorkerCluster",
+            vpc=network.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+            enable_fargate_capacity_providers=config.fargate_spot,
         )
+        self.ecs_cluster = cluster
 
-        arm = config.architecture is Architecture.ARM64
+        arm = config.task_architecture is Architecture.ARM64
         task = ecs.FargateTaskDefinition(
             self,
             "WorkerTask",
@@ -350,26 +423,31 @@ class TransferStack(Stack):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
+        # The root filesystem is read-only; the heartbeat file lives on task storage.
+        task.add_volume(name="tmp")
         image = ecs.ContainerImage.from_asset(
             str(config.path(config.image_directory)),
             exclude=IMAGE_EXCLUDE,
             # Build for the task's architecture whatever machine runs `cdk deploy`.
             platform=ecr_assets.Platform.LINUX_ARM64 if arm else ecr_assets.Platform.LINUX_AMD64,
         )
+        # Through PrivateLink the cluster has a name of its own, which the endpoint's
+        # private DNS resolves inside the VPC.
+        endpoint = self.cluster.attr_vpc_endpoint if network.dsql_endpoint else self.endpoint
         environment = {
-            **self._environment(),
+            **self._environment(config.pool_min_size, config.pool_max_size),
+            "DSQL_ENDPOINT": endpoint,
             "AWS_REGION": Aws.REGION,
             "DRAIN_TIMEOUT_S": str(config.drain_timeout_s),
             # The queue's own value, so the worker need not ask for it at start-up.
             "VISIBILITY_TIMEOUT_S": str(config.visibility_timeout_s),
         }
-        task.add_container(
+        container = task.add_container(
             "worker",
             image=image,  # ENTRYPOINT python -m worker, CMD run
             environment=environment,
             logging=ecs.LogDrivers.aws_logs(
-                stream_prefix="worker",
-                log_group=logs.LogGroup(self, "WorkerLogs", retention=logs.RetentionDays.ONE_MONTH),
+                stream_prefix="worker", log_group=self._log_group("WorkerLogs")
             ),
             health_check=ecs.HealthCheck(
                 command=HEALTH_COMMAND,
@@ -378,27 +456,52 @@ class TransferStack(Stack):
                 retries=3,
                 start_period=Duration.seconds(30),
             ),
+            readonly_root_filesystem=True,
             # SIGTERM, then DRAIN_TIMEOUT_S for in-flight transfers, then SIGKILL.
             stop_timeout=Duration.seconds(config.stop_timeout_s),
         )
+        container.add_mount_points(
+            ecs.MountPoint(container_path="/tmp", source_volume="tmp", read_only=False)  # noqa: S108
+        )
+        findings.nag(task, "AwsSolutions-ECS2", NO_SECRETS_REASON)
+        if task.execution_role is not None:
+            findings.nag(
+                task.execution_role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "ecr:GetAuthorizationToken has no resource-level permissions",
+            )
         self._grant_worker(task.task_role)
 
-        service = ecs.FargateService(
+        failed = self.monitoring.worker_alarms(CONTAINER)
+        spot = [
+            # The first task on regular Fargate, the rest on Spot: the worker is
+            # idempotent and drains on SIGTERM, which is all a Spot interruption sends.
+            ecs.CapacityProviderStrategy(capacity_provider="FARGATE", base=1, weight=0),
+            ecs.CapacityProviderStrategy(capacity_provider="FARGATE_SPOT", weight=1),
+        ]
+        self.service = service = ecs.FargateService(
             self,
             "WorkerService",
             cluster=cluster,
             task_definition=task,
-            desired_count=config.min_tasks,
-            assign_public_ip=public,
-            vpc_subnets=ec2.SubnetSelection(
-                subnet_type=ec2.SubnetType.PUBLIC if public else ec2.SubnetType.PRIVATE_WITH_EGRESS
-            ),
-            # Start replacements before stopping old tasks; roll back a failing image.
+            # No desired_count: the scalable target's minimum governs, and a deploy does
+            # not reset a scaled-out service to its minimum.
+            assign_public_ip=network.public,
+            vpc_subnets=network.task_subnet_selection,
+            security_groups=[network.security_group],
+            platform_version=ecs.FargatePlatformVersion.LATEST,
+            capacity_provider_strategies=spot if config.fargate_spot else None,
+            # Start replacements before stopping old tasks; roll back a failing image,
+            # or one that starts failing transfers.
             min_healthy_percent=100,
             max_healthy_percent=200,
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            deployment_alarms=ecs.DeploymentAlarmConfig(
+                alarm_names=[failed.alarm_name], behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM
+            ),
         )
         self._scale_on_backlog(cluster, service)
+        self.monitoring.container_alarms(service, cluster)
         CfnOutput(self, "WorkerClusterName", value=cluster.cluster_name)
         CfnOutput(self, "WorkerServiceName", value=service.service_name)
         CfnOutput(self, "TaskRoleArn", value=task.task_role.role_arn)
@@ -472,32 +575,26 @@ class TransferStack(Stack):
             ),
         )
 
-    # --- Lambda ---------------------------------------------------------------------
+    # --- Lambda -----------------------------------------------------------------------
 
     def _lambda_worker(self) -> lambda_.Function:
         config = self.config
-        zip_path = config.path(config.lambda_zip)
-        check_lambda_zip(zip_path, config.architecture)
-        function = lambda_.Function(
-            self,
+        log_group = self._log_group("FunctionLogs")
+        function = self._function(
             "Function",
-            description="dsql-transfers worker: SQS batch -> DSQL transfers",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            handler="worker.lambda_handler.handler",
-            code=lambda_.Code.from_asset(str(zip_path)),
-            architecture=(
-                lambda_.Architecture.ARM_64
-                if config.architecture is Architecture.ARM64
-                else lambda_.Architecture.X86_64
-            ),
+            handler=WORKER_HANDLER,
+            role=self._function_role("FunctionRole", log_group),
+            log_group=log_group,
             timeout=Duration.seconds(config.lambda_timeout_s),
-            memory_size=config.lambda_memory_mb,
-            # AWS_REGION is reserved: the Lambda runtime sets it.
+            memory_mb=config.lambda_memory_mb,
+            # At least the event source's maximum concurrency: fewer would throttle the
+            # poller's invocations, and each throttled batch costs its messages a receive.
+            concurrency=config.function_concurrency,
             environment={
-                **self._environment(),
+                **self._environment(config.lambda_pool_min_size, config.lambda_pool_max_size),
                 "LAMBDA_RESERVE_MS": str(config.lambda_reserve_ms),
             },
-            log_group=logs.LogGroup(self, "FunctionLogs", retention=logs.RetentionDays.ONE_MONTH),
+            description="dsql-transfers worker: SQS batch -> DSQL transfers",
         )
         self._grant_worker(function)
         function.add_event_source(
@@ -509,12 +606,14 @@ class TransferStack(Stack):
                 max_concurrency=config.max_concurrency,
             )
         )
+        self.monitoring.worker_alarms(FUNCTION)
+        self.monitoring.function_alarms(function)
         if function.role is not None:
             CfnOutput(self, "FunctionRoleArn", value=function.role.role_arn)
         CfnOutput(self, "FunctionName", value=function.function_name)
         return function
 
-    # --- outputs --------------------------------------------------------------------
+    # --- outputs ----------------------------------------------------------------------
 
     def _outputs(self) -> None:
         CfnOutput(self, "ClusterIdentifier", value=self.cluster.attr_identifier)
@@ -524,6 +623,9 @@ class TransferStack(Stack):
         CfnOutput(self, "QueueUrl", value=self.queue.queue_url)
         CfnOutput(self, "DlqUrl", value=self.dlq.queue_url)
         CfnOutput(self, "ProducerPolicyArn", value=self.producer_policy.managed_policy_arn)
+        CfnOutput(self, "ReaderPolicyArn", value=self.reader_policy.managed_policy_arn)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=self.config.resolved_stack_name)
 
 
 def check_lambda_zip(path: Path, architecture: Architecture) -> None:
@@ -534,8 +636,8 @@ def check_lambda_zip(path: Path, architecture: Architecture) -> None:
     """
     if not path.is_file():
         raise InvalidContext(
-            f"lambdaZip: {path} does not exist; run `make lambda-zip`, pass "
-            "-c lambdaZip=<path>, or deploy with -c compute=fargate"
+            f"lambdaZip: {path} does not exist; run `make lambda-zip` (ARCH={architecture}) "
+            "or pass -c lambdaZip=<path>"
         )
     machine = WHEEL_MACHINES[architecture]
     with zipfile.ZipFile(path) as archive:
@@ -551,11 +653,56 @@ def check_lambda_zip(path: Path, architecture: Architecture) -> None:
         raise InvalidContext(
             f"lambdaZip: {path} holds {len(wrong)} wheel tag(s) such as {wrong[0]} that do "
             f"not run on {LAMBDA_ABI} {architecture}; rebuild it with "
-            f"`python -m sandbox.lambda_zip --arch {architecture}`"
+            f"`python -m sandbox.lambda_zip --arch {architecture}` or set lambdaArchitecture"
         )
 
 
+def migration_version(zip_path: Path, names: tuple[str, ...]) -> str:
+    """The custom resource's ``Version``: it changes when a re-run is wanted, that is when
+    the code in the zip (worker/schema.py is in it) or the names the migration creates
+    change. Role ARNs are properties of their own, so a new role re-runs it too."""
+    digest = hashlib.sha256(zip_path.read_bytes())
+    for name in names:
+        digest.update(b"\0" + name.encode())
+    return digest.hexdigest()[:16]
+
+
 # --- helpers --------------------------------------------------------------------------
+
+
+def _accept_provider_framework(
+    provider: custom_resources.Provider, handler: lambda_.Function
+) -> None:
+    """The custom-resource framework Lambda is CDK's own code: its runtime and role are
+    CDK's choice, and it only invokes the migration function."""
+    reason = "CDK's custom-resource framework function; it only invokes the migration function"
+    findings.nag(
+        provider,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+        "AWSLambdaBasicExecutionRole]",
+        reason,
+    )
+    framework = provider.node.find_child("framework-onEvent")
+    findings.nag(
+        provider,
+        f"AwsSolutions-IAM5[Resource::<{_logical(handler)}.Arn>:*]",
+        "invoking any version of the migration function",
+    )
+    for check, why in (
+        ("CKV_AWS_116", "invoked synchronously by CloudFormation"),
+        ("CKV_AWS_117", "CDK's framework function calls only the Lambda API"),
+        ("CKV_AWS_173", NO_SECRETS_REASON),
+        ("CKV_AWS_115", "runs once per deployment"),
+    ):
+        findings.checkov(framework, check, why)
+    findings.cfn_lint(framework, "W3005", CDK_ROLE_DEPENDENCY)
+
+
+def _logical(construct: IConstruct) -> str:
+    """A construct's CloudFormation logical id (as cdk-nag spells it in finding ids)."""
+    resource = construct.node.default_child
+    stack = Stack.of(construct)
+    return stack.resolve(resource.logical_id) if resource is not None else ""  # type: ignore[attr-defined]
 
 
 def _metric_query(
@@ -585,43 +732,3 @@ def _runs_on(tag: str, machine: str) -> bool:
     if abi.startswith("cp") and abi != LAMBDA_ABI:
         return False
     return not any(platform.endswith(f"_{m}") for m in WHEEL_MACHINES.values() if m != machine)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, StrEnum) else value
-
-
-def _convert(key: str, raw: Any, kind: Any) -> Any:
-    """``raw`` (typed in cdk.json, a string from ``-c key=value``) as a ``kind``."""
-    try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("true", "false"):
-                return str(raw).lower() == "true"
-        elif kind is int:
-            if not isinstance(raw, bool) and isinstance(raw, int | str):
-                return int(raw)
-        elif isinstance(kind, type) and issubclass(kind, StrEnum):
-            return kind(str(raw))
-        elif kind is str and isinstance(raw, str):
-            return raw
-    except ValueError:
-        pass
-    choices = ""
-    if isinstance(kind, type) and issubclass(kind, StrEnum):
-        choices = f" (one of {', '.join(kind)})"
-    raise InvalidContext(f"context {key}={raw!r} is not a valid {kind.__name__}{choices}")
-
-
-def _within(key: str, value: int, low: int, high: int) -> list[str]:
-    return [] if low <= value <= high else [f"{key}={value} must be within {low}..{high}"]
-
-
-def _check(ok: bool, problem: str) -> list[str]:
-    return [] if ok else [problem]

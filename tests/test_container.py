@@ -30,6 +30,7 @@ from packaging.version import Version
 
 import producer.cli
 import worker.cli
+from worker.redelivery import RedeliverySchedule
 from worker.settings import Backend, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,14 +413,20 @@ def test_scalable_worker_waits_for_its_dependencies() -> None:
 
 def test_elasticmq_declares_the_compose_queues_and_redrive() -> None:
     """The config declares the queue and DLQ the compose URLs name, with a redrive after
-    5 receives, and builds queue URLs exactly as QUEUE_URL and DLQ_URL spell them."""
+    the receives the redelivery schedule needs for Settings' defaults (13), and builds
+    queue URLs exactly as QUEUE_URL and DLQ_URL spell them."""
     config = parse_hocon((ROOT / "compose" / "elasticmq.conf").read_text())
     environment = app_services()["worker"]["environment"]
     queue = environment["QUEUE_URL"].rsplit("/", 1)[1]
     dlq = environment["DLQ_URL"].rsplit("/", 1)[1]
 
     assert set(config["queues"]) == {queue, dlq}
-    assert config["queues"][queue]["deadLettersQueue"] == {"name": dlq, "maxReceiveCount": "5"}
+    receives = RedeliverySchedule.from_settings(Settings.model_construct()).max_receive_count
+    assert receives == 13
+    assert config["queues"][queue]["deadLettersQueue"] == {
+        "name": dlq,
+        "maxReceiveCount": str(receives),
+    }
     assert config["queues"][queue]["defaultVisibilityTimeout"] == "30 seconds"
 
     node = config["node-address"]
