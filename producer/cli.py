@@ -37,7 +37,7 @@ import psycopg
 import pydantic
 from psycopg import errors as pg_errors
 
-from producer import dlq, load, send, watch
+from producer import dlq, load, report, send, watch
 from worker.db import NotConfigured, connect
 from worker.outcomes import TransferResult
 from worker.settings import Settings
@@ -324,6 +324,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     load.register,
     dlq.register,
     watch.register,
+    report.register,
 )
 """Every subcommand, in ``--help`` order. Add ``send.register`` etc. here."""
 

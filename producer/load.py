@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
     from producer.cli import Subparsers
     from producer.client import TransferClient
+    from producer.stats import LoadStats
 
 DEFAULT_ITERS = 1000
 DEFAULT_THREADS = 1
@@ -116,6 +118,13 @@ def register(subparsers: Subparsers) -> None:
         help="pause sending while more than M messages wait on the queue "
         "(flow control; moto slows down sharply as its queue grows)",
     )
+    cmd.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --wait: also write an HTML report of the run's window (see producer report)",
+    )
     cmd.set_defaults(handler=run_load)
 
 
@@ -127,6 +136,8 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
     from producer.sqs import QueueNotConfigured, queue_url, sqs_clients
     from producer.stats import format_load_stats, load_stats_as_dict, summarize_load
 
+    if args.report is not None and not args.wait:
+        return _fail("--report needs --wait (the report shows the run's results)")
     transfers = plan_transfers(args.iters, args.accounts, random.Random(args.seed))
     threads = min(args.threads, -(-args.iters // BATCH_SIZE))
     with ExitStack() as stack:
@@ -169,6 +180,8 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({**report.as_dict(), **load_stats_as_dict(stats)}))
     else:
         print(format_load_stats(stats))
+    if args.report is not None and (problem := write_report(args, settings, report, stats)):
+        return _fail(problem)
     if stats.failed:
         print(
             f"{stats.failed} sent transfers have no result after {args.timeout:g} s "
@@ -176,6 +189,34 @@ def run_load(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     return EXIT_NO if stats.failed or report.not_sent else EXIT_OK
+
+
+def write_report(
+    args: argparse.Namespace, settings: Settings, report: SendReport, stats: LoadStats
+) -> str | None:
+    """``--report FILE``: the HTML report of the run's window; a problem, or None."""
+    from producer.report import build_report, load_window
+
+    shown = {
+        "command": "producer load",
+        "iters": args.iters,
+        "threads": args.threads,
+        "accounts": args.accounts,
+        "max_backlog": args.max_backlog,
+        "seed": args.seed,
+        "sent": len(report.sent),
+        "not_sent": len(report.not_sent),
+        "send_rate_per_s": report.rate_per_s,
+        "without_result": stats.failed,
+    }
+    window = load_window(report.started_at, stats.results.last_completed_at)
+    try:
+        page = build_report(settings, window, title="producer load", run_settings=shown)
+    except ImportError:
+        return "--report needs plotly: pip install 'dsql-transfers[producer]'"
+    args.report.write_text(page, encoding="utf-8")
+    print(f"wrote {args.report}", file=sys.stderr)
+    return None
 
 
 # --- the workload -----------------------------------------------------------------------
