@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.cpu import own_cpu_s, postgres_cpu_s
 from producer.load import plan_transfers
@@ -57,14 +58,20 @@ def run_engine(
     accounts: int = ACCOUNTS,
     seed: int = 0,
     pg_data_dir: Path | None = None,
+    connection_kwargs: dict[str, Any] | None = None,
 ) -> EngineRun:
     """Apply transfers from ``concurrency`` threads for ``warmup_s + duration_s``;
-    count what completed inside the last ``duration_s``."""
+    count what completed inside the last ``duration_s``. ``connection_kwargs`` are
+    added to the pool's ``psycopg.connect`` arguments (``prepare_threshold``, say)."""
     stop = threading.Event()
     done: list[list[tuple[float, float, int, bool]]] = [[] for _ in range(concurrency)]
     errors: list[BaseException] = []
 
-    with create_pool(settings, min_size=concurrency, max_size=concurrency, name="bench") as pool:
+    pool = create_pool(settings, min_size=concurrency, max_size=concurrency, name="bench")
+    if connection_kwargs:
+        assert isinstance(pool.kwargs, dict)
+        pool.kwargs.update(connection_kwargs)
+    with pool:
         pool.wait()
         engine = TransferEngine(pool, RetryPolicy())
 

@@ -41,6 +41,7 @@ class LatencyProxy(Service):
         self._last_client_send = 0.0
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
+        self._connections = itertools.count(1)
 
     @property
     def round_trips(self) -> int:
@@ -79,8 +80,16 @@ class LatencyProxy(Service):
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._sockets.append(sock)
-            _Pipe(self, client, server, from_client=True).start()
-            _Pipe(self, server, client, from_client=False).start()
+            connection = next(self._connections)
+            _Pipe(self, client, server, connection, from_client=True).start()
+            _Pipe(self, server, client, connection, from_client=False).start()
+
+    def observe(self, connection: int, data: bytes, *, from_client: bool) -> None:
+        """Called with every chunk read, before it is forwarded; subclasses look here.
+
+        ``connection`` numbers the proxied connections from 1 in accept order. It runs on
+        the reading thread of that direction: the chunk goes on only once this returns.
+        """
 
     def _client_sent(self, at: float) -> None:
         with self._lock:
@@ -93,9 +102,16 @@ class _Pipe:
     """One direction of one connection: read, hold for the delay, write in order."""
 
     def __init__(
-        self, proxy: LatencyProxy, src: socket.socket, dst: socket.socket, *, from_client: bool
+        self,
+        proxy: LatencyProxy,
+        src: socket.socket,
+        dst: socket.socket,
+        connection: int,
+        *,
+        from_client: bool,
     ) -> None:
         self.proxy, self.src, self.dst, self.from_client = proxy, src, dst, from_client
+        self.connection = connection
         self._queue: list[tuple[float, int, bytes]] = []
         self._order = itertools.count()
         self._ready = threading.Condition()
@@ -114,6 +130,8 @@ class _Pipe:
             now = time.monotonic()
             if data and self.from_client:
                 self.proxy._client_sent(now)
+            if data:
+                self.proxy.observe(self.connection, data, from_client=self.from_client)
             with self._ready:
                 if not data:
                     self._eof = True
