@@ -4,7 +4,14 @@
 # Two stages: the builder installs the pinned runtime dependencies (requirements.lock)
 # and the project into a virtualenv; the final image gets that virtualenv and nothing
 # else from it: no pip cache, no build tools, no source tree, no tests.
-ARG PYTHON_IMAGE=python:3.12-slim
+#
+# The base image is pinned by digest (the multi-arch index, so amd64 and arm64 builds
+# both resolve it): a moved tag cannot change what we ship. To update, resolve the tag
+# and paste the new digest here (docs/deploy.md, "Updating the base image"):
+#   docker buildx imagetools inspect python:3.12-slim --format '{{json .Manifest.Digest}}'
+# or override it for one build with --build-arg PYTHON_IMAGE=python:3.12-slim@sha256:...
+# checkov:skip=CKV_DOCKER_7: FROM takes this ARG, whose default is pinned by digest
+ARG PYTHON_IMAGE=python:3.12.14-slim-trixie@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
 
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -18,9 +25,10 @@ WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when the lock changes. Binary wheels
 # only, so the build never needs a compiler (psycopg[binary] and pydantic-core ship
-# manylinux wheels with everything they link).
+# manylinux wheels with everything they link); every file is checked against the
+# lock's sha256 hashes, so a replaced wheel on the index fails the build.
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --only-binary=:all: -r requirements.lock
+RUN pip install --no-cache-dir --only-binary=:all: --require-hashes -r requirements.lock
 
 # The project itself, without touching the locked dependencies. pyproject.toml names
 # README.md as the long description, so the build needs it.

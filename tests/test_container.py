@@ -186,13 +186,18 @@ def dockerignore_patterns() -> list[str]:
 
 
 def lock_pins() -> dict[str, str]:
-    """requirements.lock as normalized name -> version; every line must be ``name==v``."""
+    """requirements.lock as normalized name -> version; every requirement must be
+    ``name==v`` followed by at least one ``--hash=sha256:...``."""
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
+    text = (ROOT / "requirements.lock").read_text()
+    for block in re.split(r"(?<!\\)\n", text):
+        if not block.strip() or block.startswith("#"):
             continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s=;]+)", line.strip())
-        assert match, f"requirements.lock: not an exact pin: {line!r}"
+        pin, *hashes = [part.strip() for part in block.split("\\\n")]
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s=;]+)", pin)
+        assert match, f"requirements.lock: not an exact pin: {pin!r}"
+        assert hashes, f"requirements.lock: {pin} has no hash"
+        assert all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", h) for h in hashes), pin
         name = canonicalize_name(match[1])
         assert name not in pins, f"requirements.lock pins {name} twice"
         pins[name] = match[2]
@@ -208,6 +213,30 @@ def test_hadolint_reports_nothing() -> None:
         [str(BIN / "hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def test_base_image_is_pinned_by_digest() -> None:
+    """Both stages build FROM the PYTHON_IMAGE build arg, whose default names a Python
+    3.12 slim image by tag and multi-arch digest."""
+    args = dict(
+        rest.split("=", 1)
+        for keyword, rest in instructions(ROOT / "Dockerfile")
+        if keyword == "ARG"
+    )
+    assert re.fullmatch(
+        r"python:3\.12[\w.-]*-slim[\w.-]*@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"]
+    )
+    froms = [stage[0][1].split()[0] for stage in stages(ROOT / "Dockerfile")]
+    assert froms == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+
+
+def test_image_installs_the_lock_by_hash() -> None:
+    """The builder installs requirements.lock with --require-hashes, binary wheels only."""
+    runs = [rest for keyword, rest in stages(ROOT / "Dockerfile")[0] if keyword == "RUN"]
+    (install,) = [r for r in runs if "requirements.lock" in r]
+    assert "--require-hashes" in install.split()
+    assert "--only-binary=:all:" in install.split()
+    assert lock_pins()  # every pin carries hashes
 
 
 def test_image_commands_parse() -> None:
@@ -311,6 +340,14 @@ def test_compose_file_matches_the_compose_spec() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_third_party_images_are_pinned_by_digest() -> None:
+    """postgres and ElasticMQ are pinned by version tag and digest."""
+    services = compose()["services"]
+    for name in ("postgres", "elasticmq"):
+        image = services[name]["image"]
+        assert re.fullmatch(r"[\w./-]+:\d+(\.\d+)+[\w.-]*@sha256:[0-9a-f]{64}", image), image
 
 
 def test_compose_commands_parse() -> None:

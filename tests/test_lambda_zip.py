@@ -23,7 +23,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from producer.accounts import reset_accounts
-from sandbox import lambda_zip
+from sandbox import lambda_zip, lock_hashes
 from sandbox.sqs import LocalSqs, Queues
 from worker.contract import encode_body
 from worker.db import connect
@@ -86,13 +86,8 @@ def build_zip(arch: str, output: Path) -> tuple[Path, str]:
 
 
 def locked() -> dict[str, str]:
-    """Normalized name -> version of every requirements.lock pin."""
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version.strip()
-    return pins
+    """Normalized name -> version of every requirements.lock pin (hash lines skipped)."""
+    return lock_hashes.pins((ROOT / "requirements.lock").read_text())
 
 
 def elf_machines(archive: zipfile.ZipFile) -> dict[str, int]:
