@@ -117,10 +117,8 @@ def build_report(
         stats = summarize_table(conn, window)
         series = _series(conn, window, stats)
     context = {
-        "window": {
-            "since": window.since.isoformat() if window.since else None,
-            "until": window.until.isoformat() if window.until else None,
-        },
+        "window": f"{_plain(window.since and window.since.isoformat())} .."
+        f" {_plain(window.until and window.until.isoformat())} (completed_at, UTC)",
         "database": "Aurora DSQL" if settings.dsql_endpoint else "PostgreSQL",
         "queue_url": settings.queue_url,
         **run_settings,
@@ -179,7 +177,8 @@ def _percentiles_over_time(bins: Mapping[int, Mapping[int, int]]) -> dict[str, d
             for bin_ in sorted(histogram):
                 seen += histogram[bin_]
                 if seen >= rank:
-                    out[name][bucket] = 0.0 if bin_ <= -100000 else math.exp((bin_ + 0.5) / 100)
+                    if bin_ > -100000:  # zero has no place on a log axis: left out
+                        out[name][bucket] = math.exp((bin_ + 0.5) / 100)
                     break
     return out
 
@@ -195,13 +194,20 @@ def _page(title: str, stats: TransferStats, series: dict[str, Any], context: dic
     def times(buckets: Mapping[int, Any]) -> list[datetime]:
         return [datetime.fromtimestamp(b * width, UTC) for b in sorted(buckets)]
 
-    layout = {"template": "plotly_white", "height": 360, "margin": {"t": 50, "l": 60, "r": 20}}
+    # A fixed size: plotly sizes a chart when its script runs, before the page's layout
+    # is final, so a "responsive" first chart can come out wider than its column.
+    layout = {
+        "template": "plotly_white",
+        "width": 660,
+        "height": 360,
+        "margin": {"t": 50, "l": 60, "r": 20},
+    }
     throughput = go.Figure(layout={**layout, "title": f"results per second ({width:g} s buckets)"})
     for name, by_bucket in sorted(series["outcomes"].items(), key=lambda kv: kv[0] != "committed"):
         throughput.add_bar(
             name=name, x=times(by_bucket), y=[by_bucket[b] / width for b in sorted(by_bucket)]
         )
-    throughput.update_layout(barmode="stack", yaxis_title="per second")
+    throughput.update_layout(barmode="stack", yaxis_title="per second", showlegend=True)
 
     latency = go.Figure(layout={**layout, "title": "latency percentiles over time (ms)"})
     for key, label in (("transaction_ms", "transaction"), ("end_to_end_ms", "end to end")):
@@ -246,7 +252,7 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }} .sub {{ color: #666; margin-bottom: 1
 pre {{ background: #f6f6f6; padding: 12px; border-radius: 6px; font-size: 13px; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th {{ text-align: left; padding: 2px 12px 2px 0; color: #555; font-weight: normal; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 8px; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 8px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <div class="sub">generated {generated}; {stats.total:,} results</div>
