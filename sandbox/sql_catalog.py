@@ -64,6 +64,8 @@ NOT_RUN: dict[str, str] = {
     "UPDATE schema_lease SET holder = %s, expires_at = %s WHERE name = %s AND expires_at < %s": (
         "only when migrate takes over a lease another run let expire"
     ),
+    "DROP TABLE IF EXISTS {}.{}": "worker smoke's clean-up of its throwaway schema",
+    "DROP SCHEMA IF EXISTS {}": "worker smoke's clean-up of its throwaway schema",
     "EXPLAIN ANALYZE the transfer statements and the history query (rolled back)": (
         "a help text of `python -m worker explain`, not SQL"
     ),
@@ -200,7 +202,8 @@ def _dsql_ddl() -> list[Source]:
 
 
 def not_run_source() -> Source:
-    """The :data:`NOT_RUN` statements with psycopg's placeholders ($1, $2, ...)."""
+    """The :data:`NOT_RUN` statements with psycopg's placeholders ($1, $2, ...) and a
+    sample name for each identifier composed in with ``psycopg.sql``."""
     texts = []
     for literal in NOT_RUN:
         if literal in PROSE:
@@ -211,7 +214,8 @@ def not_run_source() -> Source:
             key = match.group(1) or f"#{len(names)}"
             return f"${names.setdefault(key, len(names) + 1)}"
 
-        texts.append(re.sub(r"%\((\w+)\)s|%s", number, literal))
+        named = _FORMAT_FIELD.sub("smoke_sample", literal)  # identifiers composed in
+        texts.append(re.sub(r"%\((\w+)\)s|%s", number, named))
     return Source("not_run", tuple(texts))
 
 
@@ -256,7 +260,7 @@ def sql_literals(root: Path = ROOT) -> Iterator[tuple[str, int, str]]:
                     isinstance(node, ast.Constant)
                     and isinstance(node.value, str)
                     and _SQL_START.match(node.value)
-                    and not node.value.strip().isupper()  # "SELECT", "UPDATE": privileges
+                    and len(node.value.split()) > 1  # "SELECT", "UPDATE": privileges
                 ):
                     yield str(path.relative_to(root)), node.lineno, node.value
 
