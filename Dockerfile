@@ -30,7 +30,9 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --only-binary=:all: --require-hashes -r requirements.lock
 
-# The project itself, without touching the locked dependencies. pyproject.toml names
+# The project itself, without touching the locked dependencies. (pip's build isolation
+# fetches the build backend, setuptools, for this step: it builds our own source and is
+# not copied into the final image, but it is not hash-pinned.) pyproject.toml names
 # README.md as the long description, so the build needs it.
 COPY pyproject.toml README.md ./
 COPY worker ./worker

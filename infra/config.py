@@ -263,8 +263,9 @@ class StackConfig:
         types = get_type_hints(cls)
         keys = {_camel(f.name): f.name for f in fields(cls)}
         for key in node.get_all_context():
-            # CDK's own keys (aws:cdk:..., @aws-cdk/... feature flags) have a : or a /.
-            if key in keys or ":" in key or "/" in key:
+            # Ours are camelCase words; CDK's own keys are not (aws:cdk:..., @aws-cdk/...
+            # feature flags, the CLI's acknowledged-issue-numbers).
+            if key in keys or not re.fullmatch(r"[a-z][A-Za-z0-9]*", key):
                 continue
             if key in REPLACED:
                 raise InvalidContext(f"context parameter {key!r} is gone: {REPLACED[key]}")

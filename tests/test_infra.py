@@ -1097,7 +1097,7 @@ def test_checkov_reports_nothing(all_synths: list[Synth]) -> None:
         check=False,
         timeout=300,
         # No telemetry or guideline download: checkov stays off the network.
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": ""},
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
     )
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
@@ -1231,6 +1231,11 @@ def test_connection_budget_of_the_defaults() -> None:
 def test_fargate_sizes(cpu: int, memory: int, ok: bool) -> None:
     """Only the CPU/memory pairs Fargate offers pass."""
     assert (fargate_size_problem(cpu, memory) is None) is ok
+
+
+def test_cdk_keys_in_the_context_are_not_parameters() -> None:
+    """Feature flags and the CLI's own keys pass; they are not misspelt parameters."""
+    config(**{"@aws-cdk/core:newStyleStackSynthesis": True, "acknowledged-issue-numbers": [1]})
 
 
 def test_context_lists_and_maps_from_json_or_the_command_line() -> None:
