@@ -22,6 +22,7 @@ from producer.accounts import ACCOUNT_BATCH, reset_accounts
 from producer.audit import run_audit
 from producer.cli import main
 from producer.progress import ProgressBar
+from sandbox.dsql_faults import DsqlFaults
 from sandbox.postgres import free_port
 from worker.contract import TransferRequest
 from worker.engine import TransferEngine
@@ -151,35 +152,12 @@ def test_setup_beyond_one_batch_reports_each_batch_and_audits_clean(
 REFUSE_ABOVE = 300
 
 
-def refuse_statements_above(conn: psycopg.Connection[Any], table: str, rows: int) -> None:
-    """Make the server refuse, like DSQL, any statement that inserts or deletes more
-    than ``rows`` rows of ``table``: SQLSTATE 54000 from a statement-level trigger that
-    counts the transition table."""
-    conn.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION refuse_above_{rows}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF (SELECT count(*) FROM changed) > {rows} THEN
-                RAISE EXCEPTION 'transaction mutates more than {rows} rows'
-                    USING ERRCODE = '54000';
-            END IF;
-            RETURN NULL;
-        END $$
-        """
-    )
-    for event, transition in (("INSERT", "NEW"), ("DELETE", "OLD")):
-        conn.execute(
-            f"CREATE TRIGGER refuse_{event.lower()}_{table} AFTER {event} ON {table}"
-            f" REFERENCING {transition} TABLE AS changed"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION refuse_above_{rows}()"
-        )
-
-
 @pytest.mark.usefixtures("cli")
 def test_setup_halves_batches_the_server_refuses_as_too_large(
-    capsys: pytest.CaptureFixture[str], database_url: str
+    capsys: pytest.CaptureFixture[str], database_url: str, dsql_faults: DsqlFaults
 ) -> None:
-    """With a server that refuses more than 300 rows per statement (54000), setup still
+    """With a server that refuses more than 300 rows per transaction (54000, the shared
+    sandbox.dsql_faults row limit), setup still
     replaces 400 results and 2,500 accounts: refused batches are split until they fit,
     and the audit is clean."""
     assert run(capsys, "setup", "--accounts", "2500", "--balance", "2")[0] == 0
@@ -189,8 +167,7 @@ def test_setup_halves_batches_the_server_refuses_as_too_large(
             " attempts, completed_at)"
             " SELECT gen_random_uuid(), 1, 2, 1, 'rejected', 1, now() FROM generate_series(1, 400)"
         )
-        refuse_statements_above(conn, "accounts", REFUSE_ABOVE)
-        refuse_statements_above(conn, "transfer_results", REFUSE_ABOVE)
+    dsql_faults.limit_rows(REFUSE_ABOVE)
     with psycopg.connect(database_url) as conn, pytest.raises(psycopg.Error) as refused:
         conn.execute("DELETE FROM transfer_results")
     assert refused.value.sqlstate == "54000"  # the trigger works as DSQL's limit would
@@ -214,12 +191,11 @@ def test_setup_halves_batches_the_server_refuses_as_too_large(
 
 @pytest.mark.usefixtures("cli")
 def test_setup_reports_a_batch_refused_even_at_one_row(
-    capsys: pytest.CaptureFixture[str], database_url: str
+    capsys: pytest.CaptureFixture[str], dsql_faults: DsqlFaults
 ) -> None:
-    """A server refusing every insert (54000 above 0 rows) is a clear error, exit 2,
-    not an endless split."""
-    with psycopg.connect(database_url) as conn:
-        refuse_statements_above(conn, "accounts", 0)
+    """A server refusing every row (54000 above 0 rows) is a clear error, exit 2, not an
+    endless split."""
+    dsql_faults.limit_rows(0)
     code, _, err = run(capsys, "setup", "--accounts", "5", "--balance", "1")
     assert code == 2
     assert "refused a batch of 1 row(s)" in err
