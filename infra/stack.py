@@ -369,13 +369,23 @@ class TransferStack(Stack):
             },
             description="dsql-transfers: create the schema and database roles (deploy time)",
         )
+        provider_logs = self._log_group("MigrationProviderLogs")
+        provider_role = self._function_role("MigrationProviderRole", provider_logs)
+        findings.nag(
+            provider_role,
+            f"AwsSolutions-IAM5[Resource::<{_logical(function)}.Arn>:*]",
+            "invoking any version of the migration function",
+        )
         provider = custom_resources.Provider(
             self,
             "MigrationProvider",
             on_event_handler=function,
-            log_group=self._log_group("MigrationProviderLogs"),
+            log_group=provider_logs,
+            # Its own log group only, like our functions (not AWSLambdaBasicExecutionRole);
+            # the Provider adds the permission to invoke the migration function.
+            framework_on_event_role=provider_role,
         )
-        _accept_provider_framework(provider, function)
+        _accept_provider_framework(provider)
         return CustomResource(
             self,
             "Migration",
@@ -670,24 +680,10 @@ def migration_version(zip_path: Path, names: tuple[str, ...]) -> str:
 # --- helpers --------------------------------------------------------------------------
 
 
-def _accept_provider_framework(
-    provider: custom_resources.Provider, handler: lambda_.Function
-) -> None:
-    """The custom-resource framework Lambda is CDK's own code: its runtime and role are
-    CDK's choice, and it only invokes the migration function."""
-    reason = "CDK's custom-resource framework function; it only invokes the migration function"
-    findings.nag(
-        provider,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-        "AWSLambdaBasicExecutionRole]",
-        reason,
-    )
+def _accept_provider_framework(provider: custom_resources.Provider) -> None:
+    """The custom-resource framework Lambda is CDK's own code (its runtime is CDK's
+    choice); it only invokes the migration function."""
     framework = provider.node.find_child("framework-onEvent")
-    findings.nag(
-        provider,
-        f"AwsSolutions-IAM5[Resource::<{_logical(handler)}.Arn>:*]",
-        "invoking any version of the migration function",
-    )
     for check, why in (
         ("CKV_AWS_116", "invoked synchronously by CloudFormation"),
         ("CKV_AWS_117", "CDK's framework function calls only the Lambda API"),

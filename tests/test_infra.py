@@ -592,6 +592,14 @@ def test_functions_write_only_their_own_log_group(any_variant: Synth) -> None:
         assert all(resources_of(s) == [arn_of(group)] for s in logs), logical_id
 
 
+def test_no_role_uses_a_managed_policy(any_variant: Synth) -> None:
+    """No role in the stack (ours, ECS's, CDK's custom-resource framework) attaches an
+    AWS managed policy: every permission is spelled out for its resource."""
+    roles = any_variant.resources("AWS::IAM::Role")
+    assert roles
+    assert {k for k, r in roles.items() if "ManagedPolicyArns" in r["Properties"]} == set()
+
+
 def test_producer_policy_may_only_send(default: Synth) -> None:
     """The producer managed policy sends to the queue and cannot receive or delete."""
     queue_id, _dlq_id = default.queue_ids()
