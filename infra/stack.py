@@ -44,25 +44,11 @@ from constructs import Construct, IConstruct
 from infra import findings
 from infra.config import (
     Architecture,
-    Compute,
     InvalidContext,
     StackConfig,
-    Subnets,
-    context_defaults,
 )
 from infra.monitoring import CONTAINER, FUNCTION, Consumer, Monitoring
 from infra.network import WorkerNetwork
-
-__all__ = [
-    "Architecture",
-    "Compute",
-    "InvalidContext",
-    "StackConfig",
-    "Subnets",
-    "TransferStack",
-    "check_lambda_zip",
-    "context_defaults",
-]
 
 IMAGE_EXCLUDE = [
     ".git",
