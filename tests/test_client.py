@@ -159,7 +159,9 @@ def test_result_and_results_read_the_outcomes_a_worker_recorded(
             committed = client.send(1, 2, "4")
             outcome = client.result(committed, wait=20)
             rejected = client.send_many([Transfer(2, 3, "1000"), Transfer(3, 1, "1")]).sent
-            found = client.results([*rejected, uuid.uuid4()], wait=20)
+            found = client.results(rejected, wait=20)
+        unknown = uuid.uuid4()
+        assert client.results([*rejected, unknown]).keys() == set(rejected)  # no wait
     assert outcome is not None
     assert (outcome.committed, outcome.payer_balance) == (True, Decimal(6))
     assert set(found) == set(rejected)
