@@ -73,21 +73,38 @@ def check_results(conn: psycopg.Connection[Any], sent: list[tuple[Message, str]]
     return checks
 
 
-def check_dead_letters(dead: list[dict[str, Any]], sent: list[tuple[Message, str]]) -> Check:
-    """The DLQ holds exactly the malformed messages (a copy may repeat if a worker died
-    between sending it to the DLQ and deleting the original: at-least-once)."""
+def check_dead_letters(dead: list[dict[str, Any]], sent: list[tuple[Message, str]]) -> list[Check]:
+    """Two invariants. No well-formed transfer reached the DLQ: a message the redrive
+    policy moved there (it carries no ``source_message_id``, only its body) or that a
+    worker dead-lettered, whose body is one we sent as well-formed, only ever waited for
+    a database or a worker. And the DLQ holds exactly the malformed messages (a copy may
+    repeat if a worker died between the DLQ send and the delete: at-least-once)."""
     malformed = {message_id for message, message_id in sent if message.kind is Kind.MALFORMED}
-    sources = [m["MessageAttributes"]["source_message_id"]["StringValue"] for m in dead]
+    well_formed = {m.body for m, _ in sent if m.kind is not Kind.MALFORMED}
+    good = [m for m in dead if m.get("Body") in well_formed]
+    sources = [
+        m["MessageAttributes"]["source_message_id"]["StringValue"]
+        for m in dead
+        if "source_message_id" in m.get("MessageAttributes", {})
+    ]
     extra = set(sources) - malformed
     absent = malformed - set(sources)
     repeats = len(sources) - len(set(sources))
-    return Check(
-        "the DLQ holds exactly the malformed messages",
-        not extra and not absent,
-        f"{len(set(sources))}/{len(malformed)} malformed, {repeats} repeated copies"
-        + (f"; not malformed: {sorted(extra)[:3]}" if extra else "")
-        + (f"; missing: {sorted(absent)[:3]}" if absent else ""),
-    )
+    return [
+        Check(
+            "no well-formed transfer in the DLQ",
+            not good,
+            f"{len(good)} well-formed in the DLQ"
+            + (f": {[m['Body'][:80] for m in good[:3]]}" if good else ""),
+        ),
+        Check(
+            "the DLQ holds exactly the malformed messages",
+            not extra and not absent and len(sources) + len(good) == len(dead),
+            f"{len(set(sources))}/{len(malformed)} malformed, {repeats} repeated copies"
+            + (f"; not malformed: {sorted(extra)[:3]}" if extra else "")
+            + (f"; missing: {sorted(absent)[:3]}" if absent else ""),
+        ),
+    ]
 
 
 def _matches(row: tuple[Any, ...], bodies: list[str]) -> bool:

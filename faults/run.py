@@ -8,7 +8,13 @@ write to one embedded PostgreSQL while a producer sends a seeded workload (see
 - restart PostgreSQL in ``fast`` and in ``immediate`` (crash) mode;
 - ``pg_terminate_backend`` every worker connection;
 - ``SIGSTOP`` a worker past the visibility timeout, then ``SIGCONT`` it;
-- ``SIGTERM`` a worker (graceful drain, must exit 0), then start a replacement.
+- ``SIGTERM`` a worker (graceful drain, must exit 0), then start a replacement;
+- stop PostgreSQL for several retry budgets (an outage the workers must hold back
+  through), then start it again.
+
+The queue's redrive policy is the product's own, computed from the workers'
+redelivery schedule (:data:`SCHEDULE`), so "no well-formed transfer in the DLQ" is a
+real invariant, not one a huge maxReceiveCount makes true.
 
 When the queue has drained, :mod:`faults.checker` checks every invariant. A failing
 run prints its seed; ``--seed`` replays the same workload and fault order.
@@ -41,10 +47,16 @@ from sandbox.postgres import EmbeddedPostgres
 from sandbox.sqs import LocalSqs, Queues
 from worker.db import connect
 from worker.migrate import migrate
+from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
 
 VISIBILITY_TIMEOUT_S = 5
 """Short, so messages held by a killed or paused worker come back within the run."""
+RETRY_BUDGET_S = 4
+SCHEDULE = RedeliverySchedule(first_delay_s=1, growth=2.0, cap_s=4, horizon_s=30)
+"""The workers' redelivery schedule, shrunk like every other timeout here."""
+OUTAGE_S = 2 * (RETRY_BUDGET_S + SCHEDULE.cap_s)
+"""Long enough that a worker that kept receiving would burn several receives."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,9 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> Report:
     report.workdir = workdir
     with EmbeddedPostgres() as pg, LocalSqs() as sqs:
         queues = sqs.create_queues(
-            "faults", visibility_timeout_s=VISIBILITY_TIMEOUT_S, max_receive_count=1000
+            "faults",
+            visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+            max_receive_count=SCHEDULE.max_receive_count,
         )
         settings = Settings(database_url=pg.url)
         with connect(settings) as conn:
@@ -125,7 +139,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> Report:
         cluster.stop_all()
         with psycopg.connect(pg.url) as conn:
             report.checks = check_results(conn, sent)
-        report.checks.append(check_dead_letters(_drain_dlq(sqs, queues.dlq_url), sent))
+        report.checks += check_dead_letters(_drain_dlq(sqs, queues.dlq_url), sent)
         deaths = cluster.unexpected_deaths()
         report.checks.append(
             Check(
@@ -156,6 +170,9 @@ class Nemesis:
             "pg_terminate_backend every worker connection": self.terminate_backends,
             "SIGSTOP a worker past the visibility timeout, SIGCONT": self.pause,
             "SIGTERM a worker (drain), start a replacement": self.sigterm,
+            f"stop PostgreSQL for {OUTAGE_S} s (outage)": lambda: self.pg.restart(
+                "fast", downtime_s=OUTAGE_S
+            ),
         }
         self.gap_s = 1.5
 
@@ -211,8 +228,14 @@ def _worker_env(pg: EmbeddedPostgres, sqs: LocalSqs, queues: Queues) -> dict[str
         DLQ_URL=queues.dlq_url,
         RECEIVE_WAIT_S="1",
         DRAIN_TIMEOUT_S="5",
-        RETRY_BUDGET_S="4",
-        RETRY_VISIBILITY_S="1",
+        RETRY_BUDGET_S=str(RETRY_BUDGET_S),
+        RETRY_VISIBILITY_S=str(SCHEDULE.first_delay_s),
+        RETRY_VISIBILITY_GROWTH=str(SCHEDULE.growth),
+        RETRY_VISIBILITY_MAX_S=str(SCHEDULE.cap_s),
+        REDELIVERY_HORIZON_S=str(SCHEDULE.horizon_s),
+        DB_PROBE_INTERVAL_S="1",
+        POOL_TIMEOUT_S="2",
+        CONNECT_TIMEOUT_S="2",
         POOL_MIN_SIZE="1",
         POOL_MAX_SIZE="4",
         METRICS_INTERVAL_S="5",

@@ -19,6 +19,7 @@ import boto3
 
 from sandbox.lifecycle import Service
 from sandbox.postgres import free_port
+from worker.redelivery import RedeliverySchedule
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {
@@ -83,6 +84,18 @@ class LocalSqs(Service):
         self.port = port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
+    def stop_serving(self) -> None:
+        """An SQS outage: close the port (connections are refused) but keep every queue
+        and message, which live in moto's in-process backend, not in the server."""
+        self._server.stop()
+
+    def resume_serving(self) -> None:
+        """End the outage: serve the same queues on the same port again."""
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
     @property
     def endpoint(self) -> str:
         """Value for ``AWS_ENDPOINT_URL_SQS``."""
@@ -107,10 +120,13 @@ class LocalSqs(Service):
         name: str = "transfers",
         *,
         visibility_timeout_s: int = 30,
-        max_receive_count: int = 5,
+        max_receive_count: int | None = None,
         fifo: bool = False,
     ) -> Queues:
-        """Create ``name`` and ``name-dlq`` with a redrive policy, like infra/ does."""
+        """Create ``name`` and ``name-dlq`` with a redrive policy, like infra/ does: by
+        default maxReceiveCount is the one the default redelivery schedule needs."""
+        if max_receive_count is None:
+            max_receive_count = RedeliverySchedule().max_receive_count
         sqs = self.client()
         suffix = ".fifo" if fifo else ""
         fifo_attrs = {"FifoQueue": "true"} if fifo else {}

@@ -133,7 +133,7 @@ def local_sqs() -> Iterator[LocalSqs]:
 
 @pytest.fixture
 def queues(local_sqs: LocalSqs, monkeypatch: pytest.MonkeyPatch) -> Queues:
-    """A fresh transfer queue + DLQ (visibility 30 s, redrive after 5 receives); the
+    """A fresh transfer queue + DLQ (visibility 30 s, the default schedule's redrive); the
     environment points boto3 at the local server."""
     for key, value in local_sqs.env().items():
         monkeypatch.setenv(key, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from worker.consumer import Consumer, ConsumerConfig
 from worker.service import Service, build
@@ -18,15 +19,20 @@ def running_worker(
     """The real consumer, in a background thread of this process; drained on exit."""
     service = build(settings, service_name="test-worker")
     assert service.queue_url is not None
-    config = ConsumerConfig(
-        queue_url=service.queue_url,
-        visibility_timeout_s=visibility_timeout_s,
-        concurrency=settings.concurrency,
-        receive_wait_s=settings.receive_wait_s,
-        retry_visibility_s=settings.retry_visibility_s,
+    config = replace(
+        ConsumerConfig.from_settings(
+            settings, queue_url=service.queue_url, visibility_timeout_s=visibility_timeout_s
+        ),
         drain_timeout_s=10,
     )
-    consumer = Consumer(config, service.client, service.processor, service.dead_letters)
+    consumer = Consumer(
+        config,
+        service.client,
+        service.processor,
+        service.dead_letters,
+        availability=service.availability,
+        metrics=service.metrics,
+    )
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     try:

@@ -19,9 +19,9 @@ from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
 from worker.errors import DatabaseUnavailable
+from worker.migrate import migrate
 from worker.outcomes import Status
 from worker.retry import Fault, RetryPolicy, classify
-from worker.migrate import migrate
 from worker.settings import Settings
 
 

@@ -21,14 +21,16 @@ from worker.settings import Settings
 
 
 def test_short_fault_run_holds_every_invariant() -> None:
-    """kill -9, PostgreSQL restarts, terminated backends, SIGSTOP and SIGTERM during a
-    contended load with duplicates and malformed messages: nothing lost or doubled."""
+    """kill -9, PostgreSQL restarts and an outage, terminated backends, SIGSTOP and SIGTERM
+    during a contended load with duplicates and malformed messages: nothing lost or
+    doubled, nothing well-formed dead-lettered by the product's own redrive policy."""
     report = run(Config(seed=20261127, transfers=400, workers=3, rounds=1), echo=lambda _: None)
-    assert len(report.faults) == 6, report.format()
+    assert len(report.faults) == 7, report.format()
     assert report.ok, report.format()
     assert {c.name for c in report.checks} >= {
         "every well-formed request has exactly one result",
         "the DLQ holds exactly the malformed messages",
+        "no well-formed transfer in the DLQ",
         "no worker died of an unhandled exception",
     }
 
@@ -109,8 +111,24 @@ def test_checker_demands_exactly_the_malformed_messages_in_the_dlq(
     malformed = [mid for m, mid in applied if m.kind is Kind.MALFORMED]
     valid = next(mid for m, mid in applied if m.kind is Kind.TRANSFER)
     exact = [dead(mid) for mid in malformed]
-    assert check_dead_letters(exact, applied).ok
-    assert check_dead_letters([*exact, dead(malformed[0])], applied).ok
-    assert not check_dead_letters(exact[1:], applied).ok
-    assert not check_dead_letters([*exact, dead(valid)], applied).ok
+
+    def ok(entries: list[dict[str, Any]]) -> bool:
+        return all(check.ok for check in check_dead_letters(entries, applied))
+
+    assert ok(exact)
+    assert ok([*exact, dead(malformed[0])])
+    assert not ok(exact[1:])
+    assert not ok([*exact, dead(valid)])
     assert json.loads(applied[0][0].body)  # the first message is a real transfer
+
+
+def test_checker_flags_a_well_formed_transfer_the_redrive_policy_moved(
+    applied: list[tuple[Message, str]],
+) -> None:
+    """A message the queue's redrive moved carries only its body; if that body is a
+    well-formed transfer we sent, the outage invariant fails."""
+    malformed = [dead(mid) for m, mid in applied if m.kind is Kind.MALFORMED]
+    transfer = next(m for m, _ in applied if m.kind is Kind.TRANSFER)
+    checks = {c.name: c for c in check_dead_letters([*malformed, {"Body": transfer.body}], applied)}
+    assert not checks["no well-formed transfer in the DLQ"].ok
+    assert "1 well-formed" in checks["no well-formed transfer in the DLQ"].detail

@@ -19,8 +19,8 @@ from worker.cli import main
 from worker.contract import AMOUNT_SCALE, TransferRequest
 from worker.db import connect
 from worker.engine import RESULT_COLUMNS, TransferEngine
-from worker.outcomes import Status
 from worker.migrate import migrate
+from worker.outcomes import Status
 from worker.schema import INDEXES, TABLES, statements
 from worker.settings import Backend, Settings
 

@@ -114,3 +114,84 @@ def test_several_senders_deliver_every_acknowledgement(sqs: Any) -> None:
     assert attrs["ApproximateNumberOfMessages"] == "0"
     assert acks.pending == 0
     assert sqs.calls["DeleteMessage"] == 0
+
+
+class Flaky:
+    """An SQS client whose batch calls fail while ``down`` (as during an outage), and
+    whose entries named in ``entry_faults`` fail once with the given SenderFault."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.down = True
+        self.refused = 0
+        self.entry_faults: dict[str, bool] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.client, name)
+        if not name.endswith("_batch"):
+            return real
+
+        def call(**kwargs: Any) -> Any:
+            if self.down:
+                self.refused += 1
+                raise ConnectionError("sqs unreachable")
+            entries = kwargs["Entries"]
+            failed = [
+                {"Id": e["Id"], "SenderFault": self.entry_faults.pop(e["ReceiptHandle"]),
+                 "Code": "X", "Message": "injected"}
+                for e in entries if e["ReceiptHandle"] in self.entry_faults
+            ]  # fmt: skip
+            ok = [e for e in entries if e["Id"] not in {f["Id"] for f in failed}]
+            response = real(QueueUrl=kwargs["QueueUrl"], Entries=ok) if ok else {}
+            return {**response, "Failed": failed}
+
+        return call
+
+
+def in_flight(client: Any, url: str) -> int:
+    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_acknowledgements_that_could_not_be_sent_are_retried_not_dropped(sqs: Any) -> None:
+    """While SQS refuses every call the deletes wait and count as pending; once it
+    answers again every one of them gets through."""
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    messages = received(sqs, url, 10) + received(sqs, url, 5)
+    flaky = Flaky(sqs)
+    acks = Acknowledger(flaky, url, linger_s=0.01, senders=2, backoff_cap_s=0.2)
+    for message in messages:
+        acks.delete(message)
+    deadline = time.monotonic() + 5
+    while flaky.refused < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert acks.pending == 15
+    assert in_flight(sqs, url) == 15
+    flaky.down = False
+    while acks.pending:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    acks.close()
+    assert in_flight(sqs, url) == 0
+
+
+def test_server_faults_on_an_entry_are_retried_sender_faults_are_not(sqs: Any) -> None:
+    """An entry failed by SQS itself (SenderFault false) is sent again; one refused as
+    the sender's fault (an invalid receipt handle) can never succeed and is dropped."""
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    first, second = received(sqs, url, 2)
+    flaky = Flaky(sqs)
+    flaky.down = False
+    flaky.entry_faults = {first.receipt_handle: False, second.receipt_handle: True}
+    acks = Acknowledger(flaky, url, linger_s=0.01, senders=1, backoff_cap_s=0.1)
+    acks.delete(first)
+    acks.delete(second)
+    deadline = time.monotonic() + 5
+    while acks.pending or in_flight(sqs, url) > 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    acks.close()
+    left = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=0)
+    assert in_flight(sqs, url) == 1  # the sender-fault one was never deleted
+    assert "Messages" not in left or len(left["Messages"]) <= 1

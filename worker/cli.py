@@ -88,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--threads", type=int, default=8, help="threads applying them (8)")
     smoke.add_argument("--seed", type=int, default=None, help="workload seed")
     add("run", run_command, "consume the transfer queue until SIGTERM/SIGINT, then drain")
-    add("health", health_command, "exit 0 when a running worker's heartbeat is recent")
+    health = add("health", health_command, "exit 0 when a running worker's heartbeat is recent")
+    health.add_argument(
+        "--ready",
+        action="store_true",
+        help="also exit 1 while the worker holds back because the database is unreachable",
+    )
     add("settings", settings_command, "print every setting as a Markdown table")
     return parser
 
@@ -209,15 +214,15 @@ def run_command(_args: argparse.Namespace) -> int:
         raise InvalidSettings(str(exc)) from None
 
 
-def health_command(_args: argparse.Namespace) -> int:
-    """Liveness for container health checks; needs no database or queue."""
-    from worker.service import check_health
+def health_command(args: argparse.Namespace) -> int:
+    """Liveness (or, with --ready, readiness) for health checks; needs no database."""
+    from worker.health import check_health
 
     try:
         settings = Settings()
     except ValidationError as exc:
         raise InvalidSettings(_describe(exc)) from None
-    return check_health(settings)
+    return check_health(settings, ready=args.ready)
 
 
 def settings_command(_args: argparse.Namespace) -> int:

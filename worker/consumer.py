@@ -8,7 +8,15 @@ Threads, each with one job:
 - **executors** (``concurrency`` of them, one per pooled connection by default) take
   the oldest job whose accounts are free (:mod:`worker.scheduler`) and apply it;
 - the **heartbeat** extends the visibility of any message still held at half its
-  visibility timeout and touches the liveness file;
+  visibility timeout and writes the health file (liveness, and readiness);
+- the **prober** (:mod:`worker.availability`) asks a database found unreachable,
+  every few seconds, whether it is back.
+
+Holding back: while the database is unreachable the pollers stop receiving and the
+executors stop starting transfers; messages not started yet are handed back at once
+(visibility 0, as in a drain) and a transfer that failed goes back on the redelivery
+schedule, so no message is received again and again only to fail. The worker stays
+alive (liveness) but not ready (``health --ready``) and reports ``HoldingBack``.
 - the **acknowledger** batches deletes and visibility changes (:mod:`worker.sqs`).
 
 Shutdown (SIGTERM/SIGINT): stop receiving, hand not-yet-started messages back to the
@@ -29,14 +37,18 @@ from typing import Any
 
 import structlog
 
+from worker.availability import Availability
 from worker.contract import TransferRequest
+from worker.health import write_health
+from worker.metrics import Metrics
 from worker.processing import Disposition, Handled, Message, Processor, exclusive_keys
+from worker.redelivery import RedeliverySchedule
 from worker.scheduler import AccountScheduler
+from worker.settings import Settings
 from worker.sqs import BATCH, Acknowledger, DeadLetters
 
 log = structlog.get_logger(__name__)
 
-MAX_RETRY_VISIBILITY_S = 300
 PREFETCH = 2
 """Messages held per executor: one running, one ready to start."""
 
@@ -57,10 +69,30 @@ class ConsumerConfig:
     queue_url: str
     visibility_timeout_s: int
     concurrency: int
-    receive_wait_s: int = 20
-    retry_visibility_s: int = 2
-    drain_timeout_s: float = 25.0
+    receive_wait_s: int
+    redelivery: RedeliverySchedule
+    drain_timeout_s: float
     health_file: Path | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        queue_url: str,
+        visibility_timeout_s: int,
+        health_file: Path | None = None,
+    ) -> ConsumerConfig:
+        """Every knob from ``settings``; the queue's URL and visibility as resolved."""
+        return cls(
+            queue_url=queue_url,
+            visibility_timeout_s=visibility_timeout_s,
+            concurrency=settings.concurrency,
+            receive_wait_s=settings.receive_wait_s,
+            redelivery=RedeliverySchedule.from_settings(settings),
+            drain_timeout_s=settings.drain_timeout_s,
+            health_file=health_file,
+        )
 
 
 class Consumer:
@@ -72,11 +104,17 @@ class Consumer:
         client: Any,
         processor: Processor,
         dead_letters: DeadLetters | None,
+        *,
+        availability: Availability | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self._client = client
         self._processor = processor
         self._dead_letters = dead_letters
+        self._availability = availability
+        self._metrics = metrics
+        self._holding_back = False
         self._acks = Acknowledger(client, config.queue_url)
         self._scheduler: AccountScheduler[_Held] = AccountScheduler()
         self._held: dict[str, _Held] = {}
@@ -99,6 +137,8 @@ class Consumer:
         for i in range(self.config.concurrency):
             self._threads.append(self._spawn(self._execute, f"executor-{i}"))
         self._spawn(self._heartbeat, "heartbeat")
+        if self._availability is not None:
+            self._spawn(self._availability.run_prober, "prober", self._stopping)
         log.info(
             "worker started",
             queue_url=self.config.queue_url,
@@ -107,8 +147,8 @@ class Consumer:
             visibility_timeout_s=self.config.visibility_timeout_s,
         )
 
-    def _spawn(self, target: Any, name: str) -> threading.Thread:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, args=args, daemon=True)
         thread.start()
         return thread
 
@@ -145,17 +185,26 @@ class Consumer:
         )
 
     @property
+    def holding_back(self) -> bool:
+        """True while the database is unreachable and nothing is received."""
+        return self._availability is not None and self._availability.down
+
+    @property
     def healthy(self) -> bool:
-        """Pollers alive and one of them came back from SQS recently."""
-        return all(t.is_alive() for t in self._pollers) and (
-            time.monotonic() - self._last_poll < 3 * max(self.config.receive_wait_s, 1) + 30
-        )
+        """Pollers alive, and one came back from SQS recently or they are holding back
+        on purpose (a worker waiting out a database outage must not be restarted)."""
+        recent = time.monotonic() - self._last_poll < 3 * max(self.config.receive_wait_s, 1) + 30
+        return all(t.is_alive() for t in self._pollers) and (recent or self.holding_back)
 
     # --- pollers --------------------------------------------------------------------------
 
     def _poll(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            if self._availability is not None and self.holding_back:
+                self._availability.wait_up(1.0)
+                self._last_poll = time.monotonic()  # alive, deliberately idle
+                continue
             room = self._wait_for_room()
             if room <= 0:
                 continue
@@ -221,6 +270,10 @@ class Consumer:
             held = slot.job
             group = held.message.group_id
             try:
+                if self.holding_back:
+                    # Taken just as the database went away: hand it back untouched.
+                    self._acks.change_visibility(held.message, 0)
+                    continue
                 if group is not None and group in self._failed_groups:
                     # An earlier message of this FIFO group failed: applying this one
                     # now would reorder the group. Hand it back untouched.
@@ -239,8 +292,8 @@ class Consumer:
         if handled.disposition is Disposition.ACK:
             self._acks.delete(message)
         elif handled.disposition is Disposition.RETRY:
-            backoff = self.config.retry_visibility_s * 2 ** min(message.receive_count - 1, 16)
-            self._acks.change_visibility(message, min(backoff, MAX_RETRY_VISIBILITY_S))
+            delay = self.config.redelivery.delay_s(message.receive_count)
+            self._acks.change_visibility(message, delay)
         elif self._dead_letters is None:
             log.error(
                 "malformed message kept: no DLQ_URL; the queue's redrive policy will move it",
@@ -272,6 +325,7 @@ class Consumer:
     def _heartbeat(self) -> None:
         half = self.config.visibility_timeout_s / 2
         while not self._stopping.wait(min(1.0, half / 2)):
+            self._follow_availability()
             now = time.monotonic()
             with self._held_lock:
                 due = [h for h in self._held.values() if now - h.extended_at >= half]
@@ -282,4 +336,14 @@ class Consumer:
             if due:
                 log.info("visibility extended", messages=len(due))
             if self.config.health_file is not None and self.healthy:
-                self.config.health_file.touch()
+                write_health(self.config.health_file, ready=not self.holding_back)
+
+    def _follow_availability(self) -> None:
+        """On entering hold-back, hand back what has not started; report the state."""
+        holding = self.holding_back
+        if holding and not self._holding_back:
+            released = self._release(self._scheduler.drain())
+            log.info("holding back: unstarted messages handed back", released=released)
+        self._holding_back = holding
+        if self._metrics is not None:
+            self._metrics.holding_back(holding)

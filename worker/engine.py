@@ -34,8 +34,9 @@ from typing import Any, LiteralString
 import psycopg
 import structlog
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from worker.availability import Availability
 from worker.contract import TransferRequest, fits_numeric, rejection_reason
 from worker.db import purge_broken
 from worker.errors import ConflictRetriesExhausted, DatabaseUnavailable
@@ -110,10 +111,12 @@ class TransferEngine:
         policy: RetryPolicy | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        availability: Availability | None = None,
     ) -> None:
         self._pool = pool
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
+        self._availability = availability
 
     def apply(
         self,
@@ -145,16 +148,43 @@ class TransferEngine:
         policy = self._policy
         started = time.monotonic()
         deadline = started + budget_s
+        availability = self._availability
+        if availability is not None and availability.down:
+            # Holding back: do not spend the budget (and a receive) on a known outage.
+            raise DatabaseUnavailable(
+                f"transfer {request.transfer_id} not attempted: the database is unreachable",
+                attempts=0,
+                elapsed_s=0.0,
+            )
         attempt = 1
+        connection_faults = 0
         while True:
             try:
                 with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.001)) as conn:
-                    return step(conn, attempt)
+                    result = step(conn, attempt)
+                if availability is not None and availability.down:
+                    availability.reachable()
+                return result
             except Exception as exc:
                 fault = Fault.CONFLICT if isinstance(exc, _Raced) else classify(exc)
                 if fault is None:
                     raise
                 elapsed = time.monotonic() - started
+                if fault is Fault.CONNECTION:
+                    connection_faults += 1
+                    # One broken connection is a restart or a terminated backend: the
+                    # retry on a fresh one usually works. A second in a row, or no
+                    # connection at all, means the database is unreachable.
+                    if availability is not None and (
+                        connection_faults >= 2 or isinstance(exc, PoolTimeout)
+                    ):
+                        availability.unreachable(f"{type(exc).__name__}: {exc}")
+                        raise DatabaseUnavailable(
+                            f"transfer {request.transfer_id} not applied: the database is "
+                            f"unreachable ({type(exc).__name__})",
+                            attempts=attempt,
+                            elapsed_s=elapsed,
+                        ) from exc
                 log.debug(
                     "transfer attempt failed",
                     transfer_id=str(request.transfer_id),

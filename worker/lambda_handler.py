@@ -17,6 +17,20 @@ failures in ``batchItemFailures`` (the event source mapping must enable
 - on a FIFO queue, once a record fails every later record of its message group is
   reported without being applied, so the group keeps its order.
 
+Reported records go back on the redelivery schedule (:mod:`worker.redelivery`): the
+handler sets each one's visibility to ``delay_s(receive count)`` with
+ChangeMessageVisibility before answering, so the queue's maxReceiveCount (computed
+from the same schedule) covers REDELIVERY_HORIZON_S of outage (30 minutes by default)
+before a record that only waited for the database could reach the DLQ. A Lambda
+cannot pause its event source mapping the way the container worker holds back.
+
+Once one record finds the database unreachable (its retry on a fresh connection
+failed too) the rest of the batch fails fast, without touching the database: each
+would otherwise wait out the pool timeout and the budget, burning the invocation's
+time and DSQL's connection rate for an answer already known. Nothing was applied for
+them, so failing them is free; they come back with the same delay. The next
+invocation probes once before it starts.
+
 The pool lives at module level and is reused by every invocation of a warm
 execution environment; records of one batch run concurrently, but two records
 touching the same account never at the same time.
@@ -33,10 +47,11 @@ import structlog
 
 from worker.db import LOCK_TIMEOUT_S
 from worker.processing import Disposition, Handled, Message, Processor, exclusive_keys
+from worker.redelivery import RedeliverySchedule
 from worker.scheduler import AccountScheduler
 from worker.service import Service, build
 from worker.settings import Settings
-from worker.sqs import DeadLetters
+from worker.sqs import DeadLetters, change_visibility
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +81,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
     """Process a Lambda SQS event; report only the records that must come back."""
     service = _get_service()
     messages = [Message.from_lambda(record) for record in event.get("Records", [])]
+    if service.availability.down:
+        service.availability.probe_once()
     failed = process_batch(
         messages,
         service.processor,
@@ -74,8 +91,22 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
         time_left_ms=context.get_remaining_time_in_millis,
         reserve_ms=service.settings.lambda_reserve_ms,
     )
+    if failed:
+        _delay_redelivery(service, [m for m in messages if m.message_id in set(failed)])
     service.metrics.flush()
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+def _delay_redelivery(service: Service, messages: list[Message]) -> None:
+    """Set each reported record's visibility to its place on the redelivery schedule."""
+    schedule = RedeliverySchedule.from_settings(service.settings)
+    changes = [(m.receipt_handle, schedule.delay_s(m.receive_count)) for m in messages]
+    try:
+        url = service.queue_url or messages[0].queue_url(service.client)
+        if url is not None:
+            change_visibility(service.client, url, changes)
+    except Exception as exc:  # noqa: BLE001 - they still come back, after the queue's timeout
+        log.warning("could not delay redelivery", records=len(changes), error=str(exc))
 
 
 def process_batch(

@@ -4,7 +4,10 @@ One JSON object per interval on stdout (CloudWatch Logs turns it into metrics; t
 awslogs driver and Lambda both ship stdout), never one per message: at a thousand
 transfers a second, per-message metric lines would cost more than the transfers.
 
-Counters are sums over the interval. Latencies are sent as EMF value arrays, which
+Counters are sums over the interval. ``HoldingBack`` is a gauge: 1 when the worker
+held back at any moment of the interval, and while it is 1 a document goes out every
+interval even with no traffic, so an alarm sees the outage, not missing data.
+Latencies are sent as EMF value arrays, which
 CloudWatch turns into full distributions (p50/p99 across every task): up to 100
 values per metric and line, a uniform reservoir sample when the interval saw more.
 """
@@ -26,6 +29,8 @@ MAX_VALUES = 100
 
 COUNTERS = ("Committed", "Rejected", "Duplicates", "Failed", "Malformed", "OccRetries")
 SAMPLED = ("TransactionMs", "EndToEndMs")
+GAUGES = ("HoldingBack",)
+"""1 if the worker held back (database unreachable) at any moment of the interval."""
 
 
 _SAMPLER = random.Random()
@@ -61,6 +66,8 @@ class Metrics:
         self.service = service
         self._emit = emit or _print_line
         self._lock = threading.Lock()
+        self._holding = False
+        self._held = False
         self._reset()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,14 +103,22 @@ class Metrics:
         with self._lock:
             self._counts["Malformed"] += 1
 
+    def holding_back(self, holding: bool) -> None:
+        """Record whether the worker is holding back right now."""
+        with self._lock:
+            self._holding = holding
+            self._held = self._held or holding
+
     # --- flushing ---------------------------------------------------------------------
 
     def flush(self) -> dict[str, Any] | None:
         """Emit and return the interval's EMF document; None (and no line) when idle."""
         with self._lock:
             counts, samples = self._counts, self._samples
+            held = self._held
+            self._held = self._holding
             self._reset()
-        if not any(counts.values()) and not any(s.seen for s in samples.values()):
+        if not held and not any(counts.values()) and not any(s.seen for s in samples.values()):
             return None
         document: dict[str, Any] = {
             "_aws": {
@@ -112,13 +127,14 @@ class Metrics:
                     {
                         "Namespace": self.namespace,
                         "Dimensions": [["Service"]],
-                        "Metrics": [{"Name": n, "Unit": "Count"} for n in COUNTERS]
+                        "Metrics": [{"Name": n, "Unit": "Count"} for n in (*COUNTERS, *GAUGES)]
                         + [{"Name": n, "Unit": "Milliseconds"} for n in SAMPLED if samples[n].seen],
                     }
                 ],
             },
             "Service": self.service,
             **counts,
+            "HoldingBack": int(held),
         }
         for name in SAMPLED:
             if samples[name].seen:

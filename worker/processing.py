@@ -18,7 +18,7 @@ eventually moves it to the DLQ).
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -52,6 +52,16 @@ class Message:
     sent_at: datetime | None = None
     receive_count: int = 1
     group_id: str | None = None
+    source_arn: str | None = None
+    """The queue's ARN, when the transport says (a Lambda record's eventSourceARN)."""
+
+    def queue_url(self, client: Any) -> str | None:
+        """The URL of the queue named by :attr:`source_arn`, asked of SQS."""
+        if not self.source_arn:
+            return None
+        *_, account, name = self.source_arn.split(":")
+        url: str = client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        return url
 
     @classmethod
     def from_sqs(cls, raw: dict[str, Any]) -> Message:
@@ -63,10 +73,11 @@ class Message:
     @classmethod
     def from_lambda(cls, record: dict[str, Any]) -> Message:
         """From one record of a Lambda SQS event."""
-        return cls._build(
+        message = cls._build(
             record["messageId"], record.get("body", ""), record.get("receiptHandle", ""),
             record.get("attributes", {}),
         )  # fmt: skip
+        return replace(message, source_arn=record.get("eventSourceARN"))
 
     @classmethod
     def _build(cls, message_id: str, body: str, receipt: str, attrs: dict[str, str]) -> Message:
@@ -119,6 +130,7 @@ class Processor:
                 message_id=message.message_id,
                 outcome="failed",
                 attempts=exc.attempts,
+                receive_count=message.receive_count,
                 error=str(exc),
             )
             self._metrics.failed(exc.attempts)
@@ -139,6 +151,7 @@ class Processor:
             reason=result.reason.value if result.reason else None,
             duplicate=result.duplicate,
             attempts=result.attempts,
+            receive_count=message.receive_count,
             transaction_ms=_round(result.transaction_ms),
         )
         self._metrics.outcome(result, end_to_end_ms=_end_to_end_ms(message))

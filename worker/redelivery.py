@@ -55,8 +55,8 @@ class RedeliverySchedule:
             raise ValueError("growth must be at least 1")
         if self.horizon_s < 0:
             raise ValueError("the horizon must not be negative")
-        if self.horizon_s > 0 and self.cap_s == 0:
-            raise ValueError("a zero cap covers no horizon")
+        if self.horizon_s > 0 and self.first_delay_s == 0:
+            raise ValueError("a zero first delay never grows: it covers no horizon")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedeliverySchedule:

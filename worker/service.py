@@ -7,8 +7,8 @@ both run the same engine with the same policies.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import structlog
 from psycopg_pool import ConnectionPool
 
 from worker import shutdown
-from worker.db import create_pool
+from worker.availability import Availability
+from worker.db import create_pool, purge_broken
 from worker.engine import TransferEngine
 from worker.metrics import Metrics
 from worker.processing import Processor
@@ -39,6 +40,7 @@ class Service:
     client: Any
     queue_url: str | None
     dead_letters: DeadLetters | None
+    availability: Availability
 
     def close(self) -> None:
         """Flush metrics and close the pool."""
@@ -51,11 +53,28 @@ def build(settings: Settings, *, service_name: str, queue_required: bool = True)
     pool = create_pool(settings, max_size=max(settings.pool_max_size, settings.concurrency))
     pool.open(wait=False)
     metrics = Metrics(settings.metrics_namespace, service_name)
-    engine = TransferEngine(pool, RetryPolicy.from_settings(settings))
+    availability = Availability(
+        partial(_probe, pool, settings.connect_timeout_s),
+        interval_s=settings.db_probe_interval_s,
+        on_change=metrics.holding_back,
+    )
+    engine = TransferEngine(pool, RetryPolicy.from_settings(settings), availability=availability)
     client = sqs_client(settings, max_pool_connections=settings.concurrency + 10)
     url = queue_url(settings, client) if queue_required or settings.queue_url else None
     dead_letters = DeadLetters(client, settings.dlq_url, url or "") if settings.dlq_url else None
-    return Service(settings, pool, metrics, Processor(engine, metrics), client, url, dead_letters)
+    processor = Processor(engine, metrics)
+    return Service(settings, pool, metrics, processor, client, url, dead_letters, availability)
+
+
+def _probe(pool: ConnectionPool[psycopg.Connection[Any]], timeout_s: float) -> None:
+    """One ``SELECT 1`` on a pooled connection; dead idle connections are purged first
+    if it fails, so the next probe gets a fresh one."""
+    try:
+        with pool.connection(timeout=timeout_s) as conn:
+            conn.execute("SELECT 1")
+    except Exception:
+        purge_broken(pool)
+        raise
 
 
 def run_worker(settings: Settings) -> int:
@@ -64,16 +83,20 @@ def run_worker(settings: Settings) -> int:
 
     service = build(settings, service_name="transfer-worker")
     assert service.queue_url is not None
-    config = ConsumerConfig(
+    config = ConsumerConfig.from_settings(
+        settings,
         queue_url=service.queue_url,
         visibility_timeout_s=visibility_timeout(settings, service.client, service.queue_url),
-        concurrency=settings.concurrency,
-        receive_wait_s=settings.receive_wait_s,
-        retry_visibility_s=settings.retry_visibility_s,
-        drain_timeout_s=settings.drain_timeout_s,
         health_file=Path(settings.health_file),
     )
-    consumer = Consumer(config, service.client, service.processor, service.dead_letters)
+    consumer = Consumer(
+        config,
+        service.client,
+        service.processor,
+        service.dead_letters,
+        availability=service.availability,
+        metrics=service.metrics,
+    )
 
     def on_signal(name: str) -> None:
         log.info("signal received, draining", signal=name)
@@ -88,19 +111,4 @@ def run_worker(settings: Settings) -> int:
     finally:
         service.close()
         Path(settings.health_file).unlink(missing_ok=True)
-    return 0
-
-
-def check_health(settings: Settings) -> int:
-    """``python -m worker health``: 0 when the worker touched its liveness file recently."""
-    path = Path(settings.health_file)
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        print(f"unhealthy: {path} does not exist (worker not running?)")
-        return 1
-    if age > settings.health_max_age_s:
-        print(f"unhealthy: last heartbeat {age:.0f}s ago (limit {settings.health_max_age_s:.0f}s)")
-        return 1
-    print(f"healthy: last heartbeat {age:.1f}s ago")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -106,6 +107,19 @@ class DeadLetters:
         )
 
 
+def change_visibility(client: Any, url: str, changes: list[tuple[str, int]]) -> None:
+    """ChangeMessageVisibilityBatch for (receipt handle, seconds) pairs, 10 per call;
+    entries SQS refuses are logged (those messages return after the queue's timeout)."""
+    for start in range(0, len(changes), BATCH):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+            for i, (handle, seconds) in enumerate(changes[start : start + BATCH])
+        ]
+        response = client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+        for failure in response.get("Failed", []):
+            log.warning("visibility change refused", code=failure.get("Code"))
+
+
 class Acknowledger:
     """Batches deletes and visibility changes (10 per call) from many threads.
 
@@ -113,16 +127,37 @@ class Acknowledger:
     ``linger_s`` or as soon as a batch is full. Several, because one thread sending
     DeleteMessageBatch calls one after another became the pipeline's bottleneck (the
     benchmark's worker profile: 99.9 % of that thread's samples inside the call, 324
-    applied messages waiting for their delete). A failed delete is logged, not retried:
-    the message comes back after its visibility timeout and the engine's idempotency
-    makes that harmless.
+    applied messages waiting for their delete).
+
+    An acknowledgement that could not be sent (SQS unreachable, throttled, a server
+    fault on one entry) is retried with exponential backoff for up to
+    ``retry_for_s``, not dropped: during an SQS outage the transfers are already
+    applied, and every delete that gets through later saves a redelivery. An entry SQS
+    refuses as the sender's fault (a receipt handle that is no longer valid) can never
+    succeed and is logged once. If a delete is lost anyway the message comes back after
+    its visibility timeout and the engine's idempotency makes it a duplicate.
     """
 
-    def __init__(self, client: Any, url: str, linger_s: float = 0.02, senders: int = 4) -> None:
+    def __init__(
+        self,
+        client: Any,
+        url: str,
+        linger_s: float = 0.02,
+        senders: int = 4,
+        *,
+        retry_for_s: float = 900.0,
+        backoff_cap_s: float = 10.0,
+    ) -> None:
         self._client = client
         self._url = url
         self._linger_s = linger_s
-        self._ops: queue.Queue[tuple[str, str, int] | None] = queue.Queue()
+        self._retry_for_s = retry_for_s
+        self._backoff_cap_s = backoff_cap_s
+        self._ops: queue.Queue[_Op | None] = queue.Queue()
+        self._waiting: set[threading.Timer] = set()
+        self._waiting_ops = 0
+        self._lock = threading.Lock()
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"sqs-ack-{i}", daemon=True)
             for i in range(senders)
@@ -132,19 +167,25 @@ class Acknowledger:
 
     @property
     def pending(self) -> int:
-        """Acknowledgements queued but not yet sent (for back-pressure)."""
-        return self._ops.qsize()
+        """Acknowledgements queued or waiting for a retry (for back-pressure)."""
+        return self._ops.qsize() + self._waiting_ops
 
     def delete(self, message: Message) -> None:
         """Delete ``message`` (its outcome is recorded)."""
-        self._ops.put(("delete", message.receipt_handle, 0))
+        self._ops.put(_Op("delete", message.receipt_handle))
 
     def change_visibility(self, message: Message, timeout_s: int) -> None:
         """Make ``message`` visible again in ``timeout_s`` seconds (0: now)."""
-        self._ops.put(("visibility", message.receipt_handle, timeout_s))
+        self._ops.put(_Op("visibility", message.receipt_handle, timeout_s))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send everything queued, then stop the threads."""
+        """Send everything queued (retries due later get one last try), then stop."""
+        with self._lock:
+            self._closed = True
+            timers, self._waiting = self._waiting, set()
+        for timer in timers:
+            timer.cancel()
+            timer.function()
         for _ in self._threads:
             self._ops.put(None)
         deadline = time.monotonic() + timeout
@@ -154,56 +195,104 @@ class Acknowledger:
     def _loop(self) -> None:
         closing = False
         while not closing:
-            deletes: list[str] = []
-            changes: list[tuple[str, int]] = []
+            deletes: list[_Op] = []
+            changes: list[_Op] = []
             op = self._ops.get()
             deadline = time.monotonic() + self._linger_s
             while True:
                 if op is None:
                     closing = True  # one sentinel per sender: take no other's
                     break
-                if op[0] == "delete":
-                    deletes.append(op[1])
-                else:
-                    changes.append((op[1], op[2]))
+                (deletes if op.kind == "delete" else changes).append(op)
                 if len(deletes) >= BATCH or len(changes) >= BATCH:
                     break
                 try:
                     op = self._ops.get(timeout=max(deadline - time.monotonic(), 0))
                 except queue.Empty:
                     break
-            self._send(deletes, changes)
+            for ops in (deletes, changes):
+                for start in range(0, len(ops), BATCH):
+                    self._send(ops[start : start + BATCH])
 
-    def _send(self, deletes: list[str], changes: list[tuple[str, int]]) -> None:
-        for start in range(0, len(deletes), BATCH):
-            self._call(
-                "delete_message_batch",
-                [
-                    {"Id": str(i), "ReceiptHandle": h}
-                    for i, h in enumerate(deletes[start : start + BATCH])
-                ],
-            )
-        for start in range(0, len(changes), BATCH):
-            self._call(
-                "change_message_visibility_batch",
-                [
-                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": t}
-                    for i, (h, t) in enumerate(changes[start : start + BATCH])
-                ],
-            )
-
-    def _call(self, operation: str, entries: list[dict[str, Any]]) -> None:
+    def _send(self, ops: list[_Op]) -> None:
+        """One batch call; what failed transiently is scheduled again."""
+        delete = ops[0].kind == "delete"
+        operation = "delete_message_batch" if delete else "change_message_visibility_batch"
+        entries: list[dict[str, Any]] = [
+            {"Id": str(i), "ReceiptHandle": op.receipt_handle}
+            if delete
+            else {
+                "Id": str(i),
+                "ReceiptHandle": op.receipt_handle,
+                "VisibilityTimeout": op.timeout_s,
+            }
+            for i, op in enumerate(ops)
+        ]
         try:
             response = getattr(self._client, operation)(QueueUrl=self._url, Entries=entries)
-        except Exception as exc:  # noqa: BLE001 - the messages come back; log and go on
+        except Exception as exc:  # noqa: BLE001 - SQS unreachable or refusing: retry later
             log.warning(
-                "sqs batch call failed", operation=operation, entries=len(entries), error=str(exc)
-            )
-            return
-        for failure in response.get("Failed", []):
-            log.warning(
-                "sqs batch entry failed",
+                "sqs batch call failed, will retry",
                 operation=operation,
-                code=failure.get("Code"),
-                error=failure.get("Message"),
+                entries=len(entries),
+                error=str(exc),
             )
+            self._retry(ops)
+            return
+        again = []
+        for failure in response.get("Failed", []):
+            op = ops[int(failure["Id"])]
+            if failure.get("SenderFault", False):
+                log.warning(
+                    "sqs refused an acknowledgement",
+                    operation=operation,
+                    code=failure.get("Code"),
+                    error=failure.get("Message"),
+                )
+            else:
+                again.append(op)
+        if again:
+            self._retry(again)
+
+    def _retry(self, ops: list[_Op]) -> None:
+        now = time.monotonic()
+        live = [op.next_try() for op in ops if now - op.first_tried < self._retry_for_s]
+        if len(live) < len(ops):
+            log.warning("sqs acknowledgements given up", entries=len(ops) - len(live))
+        if not live:
+            return
+        delay = min(self._backoff_cap_s, 0.2 * 2 ** min(live[0].tries, 10))
+
+        def requeue() -> None:
+            with self._lock:
+                self._waiting.discard(timer)
+                self._waiting_ops -= len(live)
+            for op in live:
+                self._ops.put(op)
+
+        timer = threading.Timer(delay, requeue)
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._waiting.add(timer)
+                self._waiting_ops += len(live)
+        if closed:
+            return  # shutting down: the messages come back after their visibility
+        timer.start()
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One acknowledgement: delete, or change visibility to ``timeout_s``."""
+
+    kind: str
+    receipt_handle: str
+    timeout_s: int = 0
+    tries: int = 0
+    first_tried: float = field(default_factory=time.monotonic)
+
+    def next_try(self) -> _Op:
+        return replace(self, tries=self.tries + 1)
