@@ -188,10 +188,6 @@ class Settings(BaseSettings):
     def _redelivery(self) -> Settings:
         if self.retry_visibility_s > self.retry_visibility_max_s:
             raise ValueError("RETRY_VISIBILITY_S must not exceed RETRY_VISIBILITY_MAX_S")
-        from worker.redelivery import RedeliverySchedule
-
-        # Refuses a schedule that cannot reach its horizon within SQS's redrive limit.
-        _ = RedeliverySchedule.from_settings(self).max_receive_count
         return self
 
     @property
