@@ -306,6 +306,15 @@ def _contention_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_pipeline(results: dict[str, Any]) -> list[str]:
+    """The PIPELINE block and its target."""
+    lines = _pipeline_section(results)
+    for t in _pipeline_targets(results):
+        verdict = "pass" if t["pass"] else "MISS"
+        lines.append(f"  {verdict}  {t['target']} {t['goal']}: {t['measured']:.2f}; {t['note']}")
+    return lines
+
+
 def format_scale(results: dict[str, Any]) -> list[str]:
     """The SCALE block (see :mod:`bench.scale`)."""
     from bench.scale import format_section
