@@ -102,7 +102,9 @@ class EventSourceMapping:
             chunk = done[start : start + 10]
             self._client.delete_message_batch(
                 QueueUrl=self._url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
+                ],
             )
         stats = self.stats
         stats.invocations += 1
