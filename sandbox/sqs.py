@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -38,8 +41,49 @@ class Queues:
     dlq_url: str
 
 
+_sending = threading.local()
+"""``queue``: the moto queue whose send path this thread is in, if any (see _fix_moto)."""
+
+
+class _SendPathAttributes:
+    """What a queue's ``attributes`` is while moto's send path reads it: the one
+    attribute that path asks for, read from the queue's own field, without the three
+    approximate message counts (each a scan of the queue) that the full dict computes.
+    Any other lookup fails loudly, so a moto upgrade that reads more cannot get a
+    silently wrong answer."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key != "ContentBasedDeduplication":
+            raise LookupError(
+                f"moto's send path read {key!r}: sandbox.sqs._fix_moto is out of date"
+            )
+        if not self._queue.fifo_queue:
+            return default  # the full dict lists the FIFO attributes for FIFO queues only
+        value = self._queue.content_based_deduplication  # set by Queue._set_attributes
+        return str(value).lower() if isinstance(value, bool) else value
+
+
+@contextmanager
+def _send_path(queue: Any) -> Iterator[None]:
+    """Within the block, ``queue.attributes`` on this thread is a _SendPathAttributes.
+    Not for a queue with moto's own Lambda event source mappings: ``add_message`` then
+    runs a receive and an invocation inside the send, so it keeps the stock path."""
+    if queue.lambda_event_source_mappings:
+        yield
+        return
+    previous = getattr(_sending, "queue", None)
+    _sending.queue = queue
+    try:
+        yield
+    finally:
+        _sending.queue = previous
+
+
 def _fix_moto() -> None:
-    """Two repairs to moto's SQS, so the stand-in behaves like SQS under load.
+    """Three repairs to moto's SQS, so the stand-in behaves like SQS under load.
 
     1. **A lost-update race.** ``Queue.delete_message`` rebuilds the message list and
        assigns it back without the lock that ``add_message`` appends under, so a message
@@ -51,6 +95,20 @@ def _fix_moto() -> None:
        *every* queue attribute (approximate counts that scan the whole queue) three
        times over; most of why moto slows down as its queue grows. Reading the
        retention period straight from the queue gives the same answer in O(1).
+    3. **O(depth) sends.** For every message, SendMessage and SendMessageBatch ask
+       ``queue.attributes.get("ContentBasedDeduplication")``: once in
+       ``SQSBackend.send_message`` (standard queues too), and on FIFO queues twice more
+       in ``_validate_message`` (which SendMessageBatch also runs for every entry up
+       front) and once in ``Queue.add_message`` (also the redrive into a FIFO DLQ).
+       Each ``attributes`` builds the whole dict, with ApproximateNumberOfMessages,
+       ...NotVisible and ...Delayed, three scans of the queue that read the clock per
+       message: 3 scans per message sent to a standard queue, 12 to 18 on a FIFO queue,
+       for one flag. While those three
+       functions run, the queue they work on answers that lookup from its own field
+       instead (:class:`_SendPathAttributes`: the same string, or None on a standard
+       queue, as the full dict), so a send costs the same at any depth. Every other
+       reader (GetQueueAttributes, CreateQueue's comparison, other threads, other
+       queues) still gets the full dict.
     """
     from moto.core.utils import unix_time
     from moto.sqs.models import Message, Queue, SQSBackend
@@ -58,6 +116,10 @@ def _fix_moto() -> None:
     if getattr(Queue, "_dsql_transfers_fixed", False):
         return
     delete_message = Queue.delete_message
+    stock_attributes: Callable[[Queue], dict[str, Any]] = vars(Queue)["attributes"].fget
+    stock_send = SQSBackend.send_message
+    stock_validate = SQSBackend._validate_message
+    stock_add = Queue.add_message
 
     def locked_delete(self: Queue, receipt_handle: str) -> None:
         with self._messages_lock:
@@ -69,8 +131,32 @@ def _fix_moto() -> None:
         retain_until = retention_s + (message.sent_timestamp or 0) / 1000
         return bool(retain_until > unix_time())
 
+    def attributes(self: Queue) -> Any:
+        if getattr(_sending, "queue", None) is self:
+            return _SendPathAttributes(self)
+        return stock_attributes(self)
+
+    def send_message(self: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Message:
+        queue = self.queues.get(queue_name)
+        if queue is None:
+            return stock_send(self, queue_name, *args, **kwargs)  # raises QueueDoesNotExist
+        with _send_path(queue):
+            return stock_send(self, queue_name, *args, **kwargs)
+
+    def validate_message(self: SQSBackend, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        with _send_path(queue):
+            stock_validate(self, queue, *args, **kwargs)
+
+    def add_message(self: Queue, message: Message) -> None:
+        with _send_path(self):
+            stock_add(self, message)
+
     Queue.delete_message = locked_delete  # type: ignore[method-assign]
     SQSBackend.is_message_valid_based_on_retention_period = within_retention  # type: ignore[method-assign]
+    Queue.attributes = property(attributes)  # type: ignore[method-assign,assignment]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
+    SQSBackend._validate_message = validate_message  # type: ignore[method-assign]
+    Queue.add_message = add_message  # type: ignore[method-assign]
     Queue._dsql_transfers_fixed = True  # type: ignore[attr-defined]
 
 
