@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 from bench import contention, footprint, machine, pgbench, pipeline, report, scale
 from bench.engine import ACCOUNTS, EngineRun, run_engine
-from bench.moto_send import cheap_send_attributes
 from bench.proxy import ProxyProcess
 from bench.round_trips import run_round_trips
 from bench.server import PGBENCH_DB, BenchServer, proxied
@@ -175,7 +174,7 @@ def only_pipeline(output: Path, plan: Plan) -> int:
         results["pipeline"] = step(
             "pipeline (raw moto vs e2e)", lambda: pipelines(server, sqs, workdir, plan)
         )
-    say(f"moto answered {moto_errors.count} HTTP 500s (botocore retried them)")
+    say(f"moto answered {moto_errors.count} HTTP 500s (botocore retries them)")
     results["targets"] = report.evaluate_targets(results)
     report.write(results, output)
     print("\n".join(report.format_pipeline(results)))
@@ -345,17 +344,9 @@ def pipelines(server: BenchServer, sqs: LocalSqs, workdir: Path, plan: Plan) -> 
         "repeats": plan.repeats,
     }
     out["stock_moto"] = _pipeline_pair(config, plan.repeats)
-    # Diagnostics, one run each: what the gap is made of (see bench.diag_worker and
-    # bench.moto_send).
+    # A diagnostic, one run: what the gap is made of (see bench.diag_worker).
     raw = out["stock_moto"]["raw_per_s"]
-    diagnostics = {"ack_threads_4, sandbox moto": _diagnostic(config, raw, ack_threads=4)}
-    with cheap_send_attributes():
-        raw_run = pipeline.raw_run(config)
-        fixed_raw = raw_run["throughput_per_s"]
-        diagnostics["product worker, moto O(1) send"] = _diagnostic(config, fixed_raw)
-        diagnostics["ack_threads_4, moto O(1) send"] = _diagnostic(config, fixed_raw, 4)
-    out["diagnostics"] = diagnostics
-    out["diagnostics_raw_moto_send_fix"] = raw_run
+    out["diagnostics"] = {"ack_threads_4": _diagnostic(config, raw, ack_threads=4)}
     return out
 
 
