@@ -75,7 +75,7 @@ $(CHECKOV):
 # dsql:DbConnectAdmin), else DATABASE_URL, else an embedded PostgreSQL. It works in a
 # throwaway schema and drops it; `make test` runs it on the embedded PostgreSQL.
 smoke: $(STAMP)
-	$(BIN)/python -m worker smoke
+	$(BIN)/python -m producer smoke
 
 # The full fault suite (a short run is part of `make test`): worker processes killed,
 # paused and drained, PostgreSQL restarted, connections terminated, while a seeded

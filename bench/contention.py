@@ -5,7 +5,7 @@ bottleneck, see :mod:`bench.pipeline`), so the sweep drives the engine directly,
 emulating worker processes: each emulated worker is an OS process with its own pool
 and :class:`~worker.engine.TransferEngine`, and, like ``python -m worker run``, it
 never runs two transfers that share an account at once (an
-:class:`~worker.scheduler.AccountScheduler` with the consumer's window of two jobs per
+:class:`~worker.dispatch.scheduler.AccountScheduler` with the consumer's window of two jobs per
 executor). "16-way" is the total executor count: 16 threads in one worker, or 8 + 8
 in two. Two workers still conflict with each other, which is where retries come from.
 
@@ -40,7 +40,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from bench.processes import base_env, producer_load, start_worker, stop_workers, wait_healthy
+from bench.processes import SampledWorkers, base_env, producer_load
 from bench.server import BenchServer
 from producer.load import plan_transfers
 from producer.stats import percentile
@@ -53,7 +53,7 @@ CONCURRENCY = 16
 RETRIES_ON = 30
 RETRIES_OFF = 1
 PREFETCH = 2
-"""Jobs an emulated worker holds per executor, as worker.consumer does."""
+"""Jobs an emulated worker holds per executor, as worker.transport.consumer does."""
 
 Plan = tuple[str, int, int, str]
 """(transfer_id, payer_id, payee_id, amount) as plain values for another process."""
@@ -231,9 +231,8 @@ def _emulate(
 
     from worker.contract import TransferRequest
     from worker.db import create_pool
-    from worker.engine import TransferEngine
-    from worker.retry import RetryPolicy
-    from worker.scheduler import AccountScheduler
+    from worker.dispatch.scheduler import AccountScheduler
+    from worker.engine import RetryPolicy, TransferEngine
     from worker.settings import Settings
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -354,10 +353,10 @@ def through_sqs(
     server.reset(case.accounts, BALANCE)
     queues = sqs.create_queues(f"contention-{uuid.uuid4().hex[:8]}")
     env = base_env(server.endpoint().url(), sqs, queues)
-    extra = {"WORKER_CONCURRENCY": str(case.concurrency_per_worker)}
-    workers = [start_worker(env, workdir, 10 + i, extra) for i in range(case.workers)]
+    workers = SampledWorkers.start(
+        env, workdir, case.workers, worker_concurrency=case.concurrency_per_worker
+    )
     try:
-        wait_healthy(workers)
         load = producer_load(
             env,
             iters=transfers,
@@ -367,7 +366,7 @@ def through_sqs(
             wait=True,
         )
     finally:
-        codes = stop_workers(workers)
+        codes = workers.stop()
     sent = load["sent"]
     with_outcome = load["committed"] + load["rejected"]
     transaction = load["transaction_ms"] or {}
@@ -387,5 +386,7 @@ def through_sqs(
         "throughput_per_s": throughput,
         # Little's law: transfers in flight on average = arrival rate x time in the engine.
         "mean_in_flight": throughput * (transaction.get("avg") or 0.0) / 1000,
-        "worker_peak_rss_mib": max(w.rss.summary()["peak_mib"] or 0.0 for w in workers),
+        "worker_peak_rss_mib": max(
+            s.summary()["peak_mib"] or 0.0 for s in workers.samplers.values()
+        ),
     }

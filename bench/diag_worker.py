@@ -1,7 +1,7 @@
 """``python -m bench.diag_worker --ack-threads N``: a diagnostic, bench-only.
 
 ``python -m worker run`` with N threads sending its delete batches instead of one.
-The product's :class:`worker.sqs.Acknowledger` has a single sender thread: each
+The product's :class:`worker.transport.sqs.Acknowledger` has a single sender thread: each
 DeleteMessageBatch waits for the previous one, so a worker can acknowledge at most 10
 messages per SQS round trip, however fast it applies them. The end-to-end profile
 shows that thread busy 100 % of the time in ``delete_message_batch`` while the
@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker import sqs as worker_sqs
-from worker.cli import main as worker_main
+from worker.ops.cli import main as worker_main
 
 
 def patch_acknowledger(threads: int) -> None:
-    """Give every :class:`~worker.sqs.Acknowledger` ``threads`` sender threads; each
+    """Give every :class:`~worker.transport.sqs.Acknowledger` ``threads`` sender threads; each
     takes operations from the same queue and batches them exactly as the first does."""
     original_init = worker_sqs.Acknowledger.__init__
     original_close = worker_sqs.Acknowledger.close

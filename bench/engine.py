@@ -21,9 +21,8 @@ from bench.cpu import own_cpu_s, postgres_cpu_s
 from producer.load import plan_transfers
 from producer.stats import percentile
 from worker.db import create_pool
-from worker.engine import TransferEngine
+from worker.engine import RetryPolicy, TransferEngine
 from worker.outcomes import Status
-from worker.retry import RetryPolicy
 from worker.settings import Settings
 
 ACCOUNTS = 100_000
@@ -73,7 +72,7 @@ def run_engine(
         pool.kwargs.update(connection_kwargs)
     with pool:
         pool.wait()
-        engine = TransferEngine(pool, RetryPolicy())
+        engine = TransferEngine(pool, RetryPolicy.from_settings(Settings()))
 
         def work(index: int) -> None:
             mine = done[index]

@@ -29,15 +29,13 @@ from bench.processes import (
     ROOT,
     WORKER_COMMAND,
     ProcessFailed,
-    Worker,
+    SampledWorkers,
     base_env,
     producer_load,
-    start_worker,
-    stop_workers,
-    wait_healthy,
 )
+from sandbox.processes import WorkerProcess
 from sandbox.sqs import REGION, LocalSqs
-from worker.sqs import BATCH
+from worker.transport.sqs import BATCH
 
 ACCOUNTS = 100_000
 MOTO_ACCOUNT_ID = "123456789012"
@@ -121,17 +119,17 @@ def raw_run(config: PipelineConfig) -> dict[str, Any]:
 def e2e_run(
     config: PipelineConfig,
     worker_command: Sequence[str] = WORKER_COMMAND,
-    on_ready: Callable[[Worker], None] | None = None,
+    on_ready: Callable[[WorkerProcess], None] | None = None,
 ) -> dict[str, Any]:
     """A worker process and the producer's ``load --wait``; the worker's RSS is sampled
     throughout (steady state: the second half of the load), and so is moto's queue."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     queues = config.sqs.create_queues(name)
     env = base_env(config.database_url, config.sqs, queues)
-    worker = start_worker(env, config.workdir, 0, command=worker_command)
+    workers = SampledWorkers.start(env, config.workdir, 1, command=worker_command)
+    (worker,) = workers.workers
     watcher = QueueWatcher(name)
     try:
-        wait_healthy([worker])
         if on_ready is not None:
             on_ready(worker)
         watcher.start()
@@ -154,9 +152,9 @@ def e2e_run(
         pg_cpu = postgres_cpu_s(config.pg_data_dir) - pg_cpu
     finally:
         watcher.stop()
-        codes = stop_workers([worker])
+        codes = workers.stop()
     if codes != [0]:
-        raise ProcessFailed(f"worker exited {codes}; see {worker.log_file}")
+        raise ProcessFailed(f"worker exited {codes}; see {worker.log}")
     return {
         "messages": load["committed"] + load["rejected"],
         "sent": load["sent"],
@@ -167,7 +165,7 @@ def e2e_run(
         "retries_per_transfer": load["retries"]["per_transfer"],
         "end_to_end_ms_p50": (load["end_to_end_ms"] or {}).get("p50"),
         "end_to_end_ms_p99": (load["end_to_end_ms"] or {}).get("p99"),
-        "worker_rss": worker.rss.summary(since=started + (ended - started) / 2),
+        "worker_rss": workers.rss(worker).summary(since=started + (ended - started) / 2),
         "moto_queue": watcher.summary(),
         "cpu_ms_per_message": _per_message(
             load["committed"] + load["rejected"],

@@ -9,8 +9,6 @@ resident memory from ``/proc``.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,97 +19,72 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.processes import (
+    ROOT,
+    WORKER_COMMAND,
+    ProcessFailed,
+    WorkerFleet,
+    WorkerProcess,
+    child_environment,
+)
 from sandbox.sqs import LocalSqs, Queues
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class ProcessFailed(RuntimeError):
-    """A worker or the load tool did not start or exited badly."""
+__all__ = ["ROOT", "WORKER_COMMAND", "ProcessFailed", "SampledWorkers", "base_env"]
 
 
 def base_env(database_url: str, sqs: LocalSqs, queues: Queues) -> dict[str, str]:
-    """The demo's environment: PostgreSQL, moto, the queue and its DLQ."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSQL_", "QUEUE_", "DLQ_"))}
-    env.update(sqs.env())
-    env.update(
-        DATABASE_URL=database_url,
-        QUEUE_URL=queues.queue_url,
-        DLQ_URL=queues.dlq_url,
-        # Short long-polls, as in the demo: a busy queue answers at once anyway, and
-        # SIGTERM waits for in-flight receives.
-        RECEIVE_WAIT_S="1",
-    )
-    return env
+    """The demo's environment: PostgreSQL, moto, the queue and its DLQ; short long-polls
+    as in the demo (a busy queue answers at once anyway, and SIGTERM waits for
+    in-flight receives)."""
+    return child_environment(database_url, sqs, queues, receive_wait_s=1)
 
 
 @dataclass
-class Worker:
-    """A running ``python -m worker run``."""
+class SampledWorkers:
+    """The worker processes of one bench run, their RSS sampled from when they are healthy."""
 
-    process: subprocess.Popen[bytes]
-    health_file: Path
-    log_file: Path
-    rss: RssSampler = field(init=False)
+    fleet: WorkerFleet
+    samplers: dict[str, RssSampler] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.rss = RssSampler(self.process.pid)
-
-
-WORKER_COMMAND = ("-m", "worker", "run")
-
-
-def start_worker(
-    env: dict[str, str],
-    workdir: Path,
-    index: int,
-    extra: dict[str, str] | None = None,
-    command: Sequence[str] = WORKER_COMMAND,
-) -> Worker:
-    """Start ``python -m worker run`` (or ``command``) with ``extra`` settings; logs go to
-    ``workdir``."""
-    health = workdir / f"worker-{index}.alive"
-    health.unlink(missing_ok=True)
-    log = workdir / f"worker-{index}.log"
-    worker_env = {**env, "HEALTH_FILE": str(health), **(extra or {})}
-    with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
-            [sys.executable, *command],
-            env=worker_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    return Worker(process, health, log)
-
-
-def wait_healthy(workers: Sequence[Worker], timeout_s: float = 60) -> None:
-    """Until every worker has touched its liveness file (its pollers reached SQS)."""
-    deadline = time.monotonic() + timeout_s
-    for worker in workers:
-        while not worker.health_file.exists():
-            if worker.process.poll() is not None:
-                raise ProcessFailed(f"worker exited with {worker.process.returncode}")
-            if time.monotonic() > deadline:
-                raise ProcessFailed(f"worker never became healthy; see {worker.log_file}")
-            time.sleep(0.1)
-        worker.rss.start()
-
-
-def stop_workers(workers: Sequence[Worker], timeout_s: float = 40) -> list[int]:
-    """SIGTERM (as ECS does), wait for the drain; exit codes."""
-    for worker in workers:
-        worker.rss.stop()
-        if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGTERM)
-    codes = []
-    for worker in workers:
+    @classmethod
+    def start(
+        cls,
+        env: dict[str, str],
+        workdir: Path,
+        count: int,
+        *,
+        command: Sequence[str] = WORKER_COMMAND,
+        **settings: object,
+    ) -> SampledWorkers:
+        """``count`` workers (``settings`` as in the harness), healthy and sampled."""
+        fleet = WorkerFleet(env, workdir, command)
+        for _ in range(count):
+            fleet.start(**settings)
+        started = cls(fleet)
         try:
-            codes.append(worker.process.wait(timeout_s))
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            codes.append(-9)
-    return codes
+            for worker in fleet.workers:
+                worker.wait_healthy()
+                started.samplers[worker.name] = RssSampler(worker.process.pid)
+                started.samplers[worker.name].start()
+        except ProcessFailed:
+            fleet.stop_all()
+            raise
+        return started
+
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        """The processes, in start order."""
+        return self.fleet.workers
+
+    def rss(self, worker: WorkerProcess) -> RssSampler:
+        """The sampler of ``worker``."""
+        return self.samplers[worker.name]
+
+    def stop(self) -> list[int]:
+        """SIGTERM (as ECS does), wait for the drains; the exit codes."""
+        for sampler in self.samplers.values():
+            sampler.stop()
+        return self.fleet.stop_all(timeout_s=40)
 
 
 def producer_load(

@@ -133,13 +133,13 @@ def engine_profile(workdir: Path, seconds: float = 8.0) -> dict[str, Any]:
 def worker_profile(workdir: Path, seconds: float = 10.0, messages: int = 2500) -> dict[str, Any]:
     """py-spy --idle of a worker process during an end-to-end run through moto."""
     from bench import pipeline
-    from bench.processes import Worker
+    from sandbox.processes import WorkerProcess
     from sandbox.sqs import LocalSqs
 
     raw = workdir / "worker-e2e.idle.txt"
     spies: list[subprocess.Popen[bytes]] = []
 
-    def profile_later(worker: Worker) -> None:
+    def profile_later(worker: WorkerProcess) -> None:
         def later() -> None:
             time.sleep(4)
             spies.append(record(worker.process.pid, seconds, raw, "--idle"))

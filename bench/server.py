@@ -16,7 +16,7 @@ from producer.accounts import reset_accounts
 from sandbox.lifecycle import Service
 from sandbox.postgres import EmbeddedPostgres
 from worker.db import connect
-from worker.migrate import migrate
+from worker.ops.migrate import migrate
 from worker.settings import Backend, Settings
 
 TRANSFERS_DB = "transfers"

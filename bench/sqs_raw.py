@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.settings import Settings
-from worker.sqs import BATCH, queue_url, sqs_client
+from worker.transport.sqs import BATCH, queue_url, sqs_client
 
 ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount", "MessageGroupId"]
 

@@ -23,7 +23,6 @@ run prints its seed; ``--seed`` replays the same workload and fault order.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -39,14 +38,14 @@ from typing import Any
 import psycopg
 
 from faults.checker import Check, check_dead_letters, check_results
-from faults.cluster import Cluster, Worker
 from faults.workload import Message, Workload, build
 from producer.accounts import reset_accounts
 from producer.load import BacklogGate
 from sandbox.postgres import EmbeddedPostgres
+from sandbox.processes import WorkerFleet, WorkerProcess, child_environment
 from sandbox.sqs import LocalSqs, Queues
 from worker.db import connect
-from worker.migrate import migrate
+from worker.ops.migrate import migrate
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
 
@@ -120,7 +119,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> Report:
         with connect(settings) as conn:
             migrate(conn, settings.backend)
         reset_accounts(settings, config.accounts, Decimal(1000))
-        cluster = Cluster(_worker_env(pg, sqs, queues), workdir)
+        cluster = WorkerFleet(_worker_env(pg, sqs, queues), workdir)
         for _ in range(config.workers):
             cluster.start()
         nemesis = Nemesis(cluster, pg, rng, report.faults, echo)
@@ -156,7 +155,7 @@ class Nemesis:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: WorkerFleet,
         pg: EmbeddedPostgres,
         rng: random.Random,
         injected: Counter[str],
@@ -196,20 +195,20 @@ class Nemesis:
         while len(self.cluster.running()) < count:
             self.cluster.start()
 
-    def _victim(self) -> Worker:
+    def _victim(self) -> WorkerProcess:
         ready = self.cluster.ready()
         return self.rng.choice(ready) if ready else self.cluster.start()
 
     def kill(self) -> None:
-        self.cluster.kill(self._victim())
+        self._victim().kill()
         self.cluster.start()
 
     def sigterm(self) -> None:
-        self.cluster.terminate(self._victim())
+        self._victim().terminate()
         self.cluster.start()
 
     def pause(self) -> None:
-        self.cluster.pause(self._victim(), VISIBILITY_TIMEOUT_S + 2)
+        self._victim().pause(VISIBILITY_TIMEOUT_S + 2)
 
     def terminate_backends(self) -> None:
         with psycopg.connect(self.pg.url, autocommit=True) as conn:
@@ -220,27 +219,21 @@ class Nemesis:
 
 
 def _worker_env(pg: EmbeddedPostgres, sqs: LocalSqs, queues: Queues) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSQL_", "QUEUE_", "DLQ_"))}
-    env.update(sqs.env())
-    env.update(
-        DATABASE_URL=pg.url,
-        QUEUE_URL=queues.queue_url,
-        DLQ_URL=queues.dlq_url,
-        RECEIVE_WAIT_S="1",
-        DRAIN_TIMEOUT_S="5",
-        RETRY_BUDGET_S=str(RETRY_BUDGET_S),
-        RETRY_VISIBILITY_S=str(SCHEDULE.first_delay_s),
-        RETRY_VISIBILITY_GROWTH=str(SCHEDULE.growth),
-        RETRY_VISIBILITY_MAX_S=str(SCHEDULE.cap_s),
-        REDELIVERY_HORIZON_S=str(SCHEDULE.horizon_s),
-        DB_PROBE_INTERVAL_S="1",
-        POOL_TIMEOUT_S="2",
-        CONNECT_TIMEOUT_S="2",
-        POOL_MIN_SIZE="1",
-        POOL_MAX_SIZE="4",
-        METRICS_INTERVAL_S="5",
+    return child_environment(
+        pg.url,
+        sqs,
+        queues,
+        receive_wait_s=1,
+        drain_timeout_s=5,
+        retry_budget_s=RETRY_BUDGET_S,
+        **SCHEDULE.as_settings(),
+        db_probe_interval_s=1,
+        pool_timeout_s=2,
+        connect_timeout_s=2,
+        pool_min_size=1,
+        pool_max_size=4,
+        metrics_interval_s=5,
     )
-    return env
 
 
 def _send(

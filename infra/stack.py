@@ -6,7 +6,7 @@ Every knob is a context parameter read into :class:`~infra.config.StackConfig`; 
 makes no account or region lookups, so it synthesizes without AWS credentials, and
 without Docker (CDK only hashes the image's build context; ``cdk deploy`` builds it).
 
-Least privilege: a custom resource runs ``worker.migrate_handler.on_event`` as the DSQL
+Least privilege: a custom resource runs ``worker.ops.migrate_handler.on_event`` as the DSQL
 ``admin`` role (the only holder of ``dsql:DbConnectAdmin``); it creates the schema and
 the worker and reader database roles, and maps the worker role to the task and
 function IAM roles. The workers then connect as that role with ``dsql:DbConnect`` only,
@@ -76,7 +76,7 @@ HEALTH_COMMAND = ["CMD", "python", "-m", "worker", "health"]
 (``health --ready`` would fail then)."""
 
 WORKER_HANDLER = "worker.lambda_handler.handler"
-MIGRATE_HANDLER = "worker.migrate_handler.on_event"
+MIGRATE_HANDLER = "worker.ops.migrate_handler.on_event"
 MIGRATE_TIMEOUT = Duration.minutes(15)
 """Lambda's maximum: ``CREATE INDEX ASYNC`` jobs on a populated table take a while."""
 

@@ -37,8 +37,9 @@ import psycopg
 import pydantic
 from psycopg import errors as pg_errors
 
-from producer import dlq, load, report, send, watch
-from worker.db import NotConfigured, connect
+from producer import dlq, load, report, send, smoke, watch
+from worker.db import connect
+from worker.errors import NotConfigured
 from worker.outcomes import TransferResult
 from worker.settings import Settings
 
@@ -325,6 +326,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     dlq.register,
     watch.register,
     report.register,
+    smoke.register,
 )
 """Every subcommand, in ``--help`` order. Add ``send.register`` etc. here."""
 

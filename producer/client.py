@@ -142,7 +142,7 @@ class TransferClient:
     def from_settings(cls, settings: Settings | None = None, **options: Any) -> TransferClient:
         """A client for the queue (``QUEUE_URL`` or ``QUEUE_NAME``) and database
         (``DATABASE_URL`` or ``DSQL_ENDPOINT``) of ``settings`` (default: read from the
-        environment). Raises :class:`~worker.sqs.QueueNotConfigured` without a queue."""
+        environment). Raises :class:`~worker.errors.QueueNotConfigured` without a queue."""
         from producer.sqs import queue_url, sqs_clients
 
         settings = settings or Settings()

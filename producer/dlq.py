@@ -51,16 +51,15 @@ from botocore.exceptions import ClientError
 
 from producer.sqs import SQS_ERRORS, is_fifo, send_entries
 from worker.contract import parse_body
-from worker.errors import MalformedRequest
-from worker.processing import Message
+from worker.dispatch import Message
+from worker.errors import MalformedRequest, QueueNotConfigured
 from worker.settings import Settings
-from worker.sqs import (
+from worker.transport.sqs import (
     BATCH,
     DLQ_ATTRIBUTES,
     ERROR,
     SOURCE_MESSAGE_ID,
     SOURCE_QUEUE,
-    QueueNotConfigured,
     queue_url,
     sqs_client,
 )

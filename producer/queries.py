@@ -12,9 +12,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from worker.engine import result_from_row
-from worker.history import HISTORY
 from worker.outcomes import TransferResult
+from worker.results import HISTORY, result_from_row
 
 BALANCE: LiteralString = "SELECT balance FROM accounts WHERE id = %(account_id)s"
 

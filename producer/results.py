@@ -22,8 +22,8 @@ import psycopg
 from psycopg import sql
 
 from worker.db import connect
-from worker.engine import RESULT_COLUMNS, result_from_row
 from worker.outcomes import TransferResult
+from worker.results import RESULT_COLUMNS, result_from_row
 from worker.settings import Settings
 
 CHUNK = 500

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.contract import TransferRequest, encode_body
+from worker.errors import QueueNotConfigured
 from worker.settings import Settings
-from worker.sqs import QueueNotConfigured, queue_url, sqs_client
+from worker.transport.sqs import queue_url, sqs_client
 
 __all__ = ["QueueNotConfigured", "queue_url", "sqs_clients"]
 
@@ -38,7 +39,7 @@ SQS_ERRORS = (BotoCoreError, ClientError)
 def sqs_clients(settings: Settings, count: int = 1) -> list[SQSClient]:
     """``count`` SQS clients, e.g. one per sending thread (built here, used there).
 
-    Raises :class:`~worker.sqs.QueueNotConfigured` when no region can be found.
+    Raises :class:`~worker.errors.QueueNotConfigured` when no region can be found.
     """
     return [sqs_client(settings) for _ in range(count)]
 

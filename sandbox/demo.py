@@ -18,17 +18,15 @@ load tool produces; the demo only composes the environment for its children.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from sandbox.postgres import EmbeddedPostgres
+from sandbox.processes import ProcessFailed, WorkerFleet, child_environment
 from sandbox.sqs import LocalSqs
 
 
@@ -63,19 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"starting embedded PostgreSQL and a local SQS endpoint (work dir {workdir})")
     with EmbeddedPostgres() as pg, LocalSqs() as sqs:
         queues = sqs.create_queues("transfers")
-        env = {
-            **os.environ,
-            **sqs.env(),
-            "DATABASE_URL": pg.url,
-            "QUEUE_URL": queues.queue_url,
-            "DLQ_URL": queues.dlq_url,
-            "LOG_LEVEL": "INFO",
-            # Short long-polls: on SIGTERM the worker waits for in-flight receives so
-            # it can hand their messages back; 20 s (the production default) would
-            # make the demo's shutdown slow for no benefit.
-            "RECEIVE_WAIT_S": "2",
-        }
-        env.pop("DSQL_ENDPOINT", None)
+        # Short long-polls: on SIGTERM the worker waits for in-flight receives so it can
+        # hand their messages back; 20 s (the production default) would make the
+        # demo's shutdown slow for no benefit.
+        env = child_environment(pg.url, sqs, queues, log_level="INFO", receive_wait_s=2)
         say(f"DATABASE_URL={pg.url}")
         say(f"QUEUE_URL={queues.queue_url}")
         step(env, "worker", "migrate")
@@ -88,9 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--balance",
             args.balance,
         )
-        workers = [start_worker(env, workdir, i) for i in range(args.workers)]
+        fleet = WorkerFleet(env, workdir)
         try:
-            wait_healthy(env, workers, workdir)
+            for _ in range(args.workers):
+                worker = fleet.start()
+                say(f"python -m worker run   ({worker.name}, logs in {worker.log})")
+            for worker in fleet.workers:
+                worker.wait_healthy()
             load = [
                 "load", "--iters", str(args.iters), "--threads", str(args.threads),
                 "--accounts", str(args.accounts), "--wait",
@@ -100,8 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load.append("--json")
             load_rc = step(env, "producer", *load, check=False)
             audit_rc = step(env, "producer", "audit", check=False)
+        except ProcessFailed as exc:
+            raise DemoFailed(str(exc)) from None
         finally:
-            stopped = [stop_worker(p) for p in workers]
+            stopped = fleet.stop_all(timeout_s=40)
         say(f"worker logs: {workdir}")
         if any(rc != 0 for rc in stopped):
             raise DemoFailed(f"worker exit codes {stopped}; see {workdir}")
@@ -127,51 +122,6 @@ def step(env: dict[str, str], package: str, *args: str, check: bool = True) -> i
     if check and rc != 0:
         raise DemoFailed(f"python -m {package} {shlex.join(args)} exited {rc}")
     return rc
-
-
-def start_worker(env: dict[str, str], workdir: Path, index: int) -> subprocess.Popen[bytes]:
-    log = (workdir / f"worker-{index}.log").open("wb")
-    worker_env = {**env, "HEALTH_FILE": str(workdir / f"worker-{index}.alive")}
-    say(f"python -m worker run   (worker {index}, logs in {log.name})")
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        env=worker_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_healthy(
-    env: dict[str, str], workers: list[subprocess.Popen[bytes]], workdir: Path
-) -> None:
-    deadline = time.monotonic() + 60
-    for index, worker in enumerate(workers):
-        health_env = {**env, "HEALTH_FILE": str(workdir / f"worker-{index}.alive")}
-        while True:
-            if worker.poll() is not None:
-                raise DemoFailed(f"worker {index} exited with {worker.returncode}; see {workdir}")
-            probe = subprocess.run(
-                [sys.executable, "-m", "worker", "health"],
-                env=health_env,
-                capture_output=True,
-                check=False,
-            )
-            if probe.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise DemoFailed(f"worker {index} never became healthy; see {workdir}")
-            time.sleep(0.2)
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, as ECS does; the worker drains and exits 0."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-    try:
-        return worker.wait(40)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        return -9
 
 
 if __name__ == "__main__":

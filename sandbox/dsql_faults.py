@@ -38,7 +38,7 @@ from sandbox.lifecycle import Service
 
 SCHEMA = "dsql_faults"
 TABLES = ("accounts", "transfer_results", "ledger_baseline")
-"""The tables the faults watch: every table of :mod:`worker.schema`."""
+"""The tables the faults watch: every table of :mod:`worker.ops.schema`."""
 ROW_LIMIT = 3000
 """DSQL's rows mutated per transaction."""
 

@@ -45,7 +45,7 @@ from sandbox.wirelog import Message, WireLog
 from worker.contract import TransferRequest
 from worker.db import TransferPool, connect, create_pool, purge_broken
 from worker.engine import TransferEngine
-from worker.migrate import migrate
+from worker.ops.migrate import migrate
 from worker.settings import Backend, Settings
 
 DOCUMENT = Path("docs/dsql-statements.md")

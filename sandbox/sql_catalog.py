@@ -7,7 +7,7 @@ command (``worker migrate`` and ``explain``, ``producer setup``, ``balance``,
 every outcome) runs against PostgreSQL through a :class:`~sandbox.wirelog.WireLog`,
 and the SQL of every ``Parse`` and ``Query`` is kept as sent, psycopg's ``$n``
 placeholders included. What cannot run on PostgreSQL comes from the schema module as
-DSQL gets it: ``worker.schema.statements(Backend.DSQL)`` (``CREATE INDEX ASYNC``),
+DSQL gets it: ``worker.ops.schema.statements(Backend.DSQL)`` (``CREATE INDEX ASYNC``),
 ``access_statements`` (roles, grants, ``AWS IAM GRANT``) and the indexes' ``drop()``;
 the PostgreSQL-only DDL ``migrate`` ran instead is left out.
 
@@ -43,8 +43,8 @@ from pydantic import SecretStr
 from sandbox.dsql_statements import measure
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.wirelog import WireLog
-from worker.migrate import migrate
-from worker.schema import INDEXES, Roles, access_statements, statements
+from worker.ops.migrate import migrate
+from worker.ops.schema import INDEXES, Roles, access_statements, statements
 from worker.settings import Backend, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,8 @@ NOT_RUN: dict[str, str] = {
     "UPDATE schema_lease SET holder = %s, expires_at = %s WHERE name = %s AND expires_at < %s": (
         "only when migrate takes over a lease another run let expire"
     ),
-    "DROP TABLE IF EXISTS {}.{}": "worker smoke's clean-up of its throwaway schema",
-    "DROP SCHEMA IF EXISTS {}": "worker smoke's clean-up of its throwaway schema",
+    "DROP TABLE IF EXISTS {}.{}": "producer smoke's clean-up of its throwaway schema",
+    "DROP SCHEMA IF EXISTS {}": "producer smoke's clean-up of its throwaway schema",
     "EXPLAIN ANALYZE the transfer statements and the history query (rolled back)": (
         "a help text of `python -m worker explain`, not SQL"
     ),
@@ -114,8 +114,8 @@ def capture(settings: Settings) -> list[Source]:
     from producer.cli import main as producer_main
     from producer.results import fetch_results, wait_for_results
     from producer.watch import WINDOW_SQL
-    from worker.cli import main as worker_main
     from worker.db import connect
+    from worker.ops.cli import main as worker_main
 
     assert settings.database_url is not None
     info = conninfo_to_dict(settings.database_url.get_secret_value())

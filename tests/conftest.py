@@ -23,11 +23,11 @@ from psycopg_pool import ConnectionPool
 from sandbox.dsql_faults import DsqlFaults, LifetimeCap
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.sqs import LocalSqs, Queues
+from tests.helpers import policy
 from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.engine import TransferEngine
 from worker.logs import QUIET_LOGGERS
-from worker.migrate import migrate
-from worker.retry import RetryPolicy
+from worker.ops.migrate import migrate
 from worker.settings import Backend, Settings
 
 
@@ -96,7 +96,7 @@ def pool(settings: Settings) -> Iterator[ConnectionPool[Any]]:
 @pytest.fixture
 def engine(pool: ConnectionPool[Any]) -> TransferEngine:
     """A transfer engine with the default retry policy."""
-    return TransferEngine(pool, RetryPolicy())
+    return TransferEngine(pool, policy())
 
 
 @pytest.fixture

@@ -6,10 +6,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
-from worker.consumer import Consumer, ConsumerConfig
-from worker.service import Service, build
+from worker.engine import RetryPolicy
 from worker.settings import Settings
+from worker.transport.consumer import Consumer
+from worker.transport.service import Service, build
+
+
+def policy(**overrides: Any) -> RetryPolicy:
+    """The default retry policy (the Settings defaults) with ``overrides``."""
+    return replace(RetryPolicy.from_settings(Settings()), **overrides)
 
 
 @contextmanager
@@ -18,21 +25,7 @@ def running_worker(
 ) -> Iterator[tuple[Consumer, Service]]:
     """The real consumer, in a background thread of this process; drained on exit."""
     service = build(settings, service_name="test-worker")
-    assert service.queue_url is not None
-    config = replace(
-        ConsumerConfig.from_settings(
-            settings, queue_url=service.queue_url, visibility_timeout_s=visibility_timeout_s
-        ),
-        drain_timeout_s=10,
-    )
-    consumer = Consumer(
-        config,
-        service.client,
-        service.processor,
-        service.dead_letters,
-        availability=service.availability,
-        metrics=service.metrics,
-    )
+    consumer = service.consumer(visibility_timeout_s=visibility_timeout_s, drain_timeout_s=10)
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     try:

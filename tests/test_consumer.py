@@ -20,7 +20,9 @@ from sandbox.sqs import LocalSqs, Queues
 from tests.helpers import running_worker
 from worker.contract import TransferRequest, encode_body
 from worker.db import connect
-from worker.processing import Handled, Message
+from worker.dispatch import Job, Message, Verdict
+from worker.errors import RetryableTransferError
+from worker.outcomes import TransferResult
 from worker.settings import Settings
 
 
@@ -223,14 +225,18 @@ def test_transient_failure_leaves_message_for_redelivery(
         blocker.execute("SET lock_timeout = 0")
         blocker.execute("SELECT 1 FROM accounts WHERE id = 9 FOR UPDATE")
         with running_worker(settings) as (_, service):
-            original = service.processor.apply
+            original = service.engine.apply
 
-            def counting(message: Message, request: TransferRequest) -> Handled:
-                handled = original(message, request)
-                applied.append(handled.disposition.value)
-                return handled
+            def counting(request: TransferRequest, **kwargs: Any) -> TransferResult:
+                try:
+                    result = original(request, **kwargs)
+                except RetryableTransferError:
+                    applied.append("retry")
+                    raise
+                applied.append("ack")
+                return result
 
-            service.processor.apply = counting  # type: ignore[method-assign]
+            service.engine.apply = counting  # type: ignore[method-assign]
             with service.pool.connection() as conn:
                 conn.execute("SELECT 1")
             send(local_sqs, queues.queue_url, [body(9, 10, "1", tid)])
@@ -250,14 +256,14 @@ def test_slow_transfer_keeps_its_message_invisible(
     seen: list[str] = []
     with psycopg.connect(settings.database_url.get_secret_value()) as blocker:  # type: ignore[union-attr]
         blocker.execute("SELECT 1 FROM accounts WHERE id = 11 FOR UPDATE")
-        with running_worker(settings, visibility_timeout_s=2) as (_, service):
-            original = service.processor.parse
+        with running_worker(settings, visibility_timeout_s=2) as (consumer, _):
+            original = consumer.dispatcher.admit
 
-            def recording(message: Message) -> TransferRequest | Handled:
+            def recording(message: Message) -> Job | Verdict:
                 seen.append(message.message_id)
                 return original(message)
 
-            service.processor.parse = recording  # type: ignore[method-assign]
+            consumer.dispatcher.admit = recording  # type: ignore[method-assign]
             send(local_sqs, queues.queue_url, [body(11, 12, "1")])
             wait_for(lambda: len(seen) == 1)
             time.sleep(5)  # 2.5 visibility timeouts while the row lock blocks the transfer
@@ -292,21 +298,21 @@ def test_transfers_on_one_account_never_run_concurrently(
     overlaps: list[int] = []
     lock = threading.Lock()
     with running_worker(funded.model_copy(update={"worker_concurrency": 8})) as (_, service):
-        original = service.processor.apply
+        original = service.engine.apply
 
-        def exclusive(message: Message, request: TransferRequest) -> Handled:
+        def exclusive(request: TransferRequest, **kwargs: Any) -> TransferResult:
             keys = {request.payer_id, request.payee_id}
             with lock:
                 overlaps.extend(keys & active)
                 active.update(keys)
             try:
                 time.sleep(0.005)
-                return original(message, request)
+                return original(request, **kwargs)
             finally:
                 with lock:
                     active.difference_update(keys)
 
-        service.processor.apply = exclusive  # type: ignore[method-assign]
+        service.engine.apply = exclusive  # type: ignore[method-assign]
         send(local_sqs, queues.queue_url, [body(1 + i % 4, 2 + i % 4, "0.5") for i in range(80)])
         wait_for(lambda: result_count(funded) == 80)
     assert overlaps == []

@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import producer.cli
-import worker.cli
+import worker.ops.cli
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Backend, Settings
 
@@ -48,7 +48,7 @@ AWS_SDK_VARIABLES = frozenset(
 )
 """Read by boto3 itself, not by Settings (AWS_REGION is both)."""
 
-PARSERS = {"worker": worker.cli.build_parser, "producer": producer.cli.build_parser}
+PARSERS = {"worker": worker.ops.cli.build_parser, "producer": producer.cli.build_parser}
 """`python -m <package>` -> the parser of that command line."""
 
 

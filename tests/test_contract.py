@@ -349,3 +349,11 @@ decimals_near_the_limits = st.builds(
 def test_fits_numeric_iff_six_places_and_below_10_to_the_12(x: Decimal) -> None:
     """fits_numeric(x) holds exactly when x has at most 6 decimal places and |x| < 10**12."""
     assert fits_numeric(x) is stored_exactly(x)
+
+
+@pytest.mark.parametrize("amount", ["1E+999999999999", "1E-20000", "NaN", "Infinity"])
+def test_encode_body_refuses_amounts_no_body_could_carry(amount: str) -> None:
+    """A non-finite amount, or one whose plain decimal form would run to gigabytes, is a
+    ValueError at once (not a MemoryError, not a body the worker would dead-letter)."""
+    with pytest.raises(ValueError, match="cannot be written as a plain decimal"):
+        encode_body(1, 2, Decimal(amount))

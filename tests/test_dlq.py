@@ -1,6 +1,6 @@
 """``producer dlq peek`` and ``producer dlq redrive``: moto's SQS over HTTP.
 
-DLQ messages are put there the way the worker does (:class:`worker.sqs.DeadLetters`);
+DLQ messages are put there the way the worker does (:class:`worker.transport.sqs.DeadLetters`);
 where a consumer is needed the real worker runs in-process
 (:func:`tests.helpers.running_worker`). moto has no StartMessageMoveTask, so the move
 task path runs against :class:`MoveTaskClient`, a test double around a real client.
@@ -29,10 +29,10 @@ from producer.results import connect_for_polling, wait_for_results
 from sandbox.sqs import LocalSqs, Queues
 from tests.helpers import running_worker
 from worker.contract import encode_body
+from worker.dispatch import Message
 from worker.outcomes import Status
-from worker.processing import Message
 from worker.settings import Settings
-from worker.sqs import DeadLetters, sqs_client
+from worker.transport.sqs import DeadLetters, sqs_client
 
 ROOT = Path(__file__).resolve().parent.parent
 

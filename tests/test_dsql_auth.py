@@ -22,9 +22,9 @@ from pydantic import ValidationError
 
 from sandbox.postgres import free_port
 from tests.pgwire import Certificates, FakeLoginServer, LoginAttempt, make_certificates
-from worker.cli import main
 from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.logs import configure_logging
+from worker.ops.cli import main
 from worker.settings import Settings
 
 HOST = "abc123.dsql.us-east-1.on.aws"

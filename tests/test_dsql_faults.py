@@ -15,11 +15,12 @@ import pytest
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import OC000_MESSAGE, OC001_MESSAGE, DsqlFaults, LifetimeCap
+from tests.helpers import policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
+from worker.errors import Fault, classify
 from worker.outcomes import Status, TransferResult
-from worker.retry import Fault, RetryPolicy, classify
 from worker.settings import Settings
 
 
@@ -164,7 +165,7 @@ def test_pool_recovers_from_connections_closed_at_their_lifetime_cap(
     errors: list[BaseException] = []
     stop = threading.Event()
     with create_pool(funded, min_size=3, max_size=3) as pool:
-        engine = TransferEngine(pool, RetryPolicy(max_attempts=50, budget_s=10))
+        engine = TransferEngine(pool, policy(max_attempts=50, budget_s=10))
 
         def load(worker: int) -> None:
             i = 0

@@ -16,12 +16,12 @@ from psycopg_pool import ConnectionPool
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import DsqlFaults
+from tests.helpers import policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
 from worker.errors import ConflictRetriesExhausted, RetryableTransferError
 from worker.outcomes import Reason, Status, TransferResult
-from worker.retry import RetryPolicy
 from worker.settings import Settings
 
 
@@ -277,7 +277,7 @@ def test_bank_sixteen_threads_ten_accounts_conserves_money_and_counts_retries(
     ten_accounts: Settings, pool: ConnectionPool[Any]
 ) -> None:
     """2,000 contended transfers: every one gets an outcome, retries happen, audit is clean."""
-    engine = TransferEngine(pool, RetryPolicy(max_attempts=50, budget_s=60))
+    engine = TransferEngine(pool, policy(max_attempts=50, budget_s=60))
     results, failures = bank_run(engine, 2000, 10, 16, seed=7)
     assert failures == []
     assert len(results) == 2000
@@ -300,7 +300,7 @@ def test_bank_with_commit_time_conflicts_conserves_money_and_counts_retries(
     retries recorded cover every injected conflict, and the audit finds nothing
     half-applied."""
     dsql_faults.conflict_at_commit(0.2)
-    engine = TransferEngine(pool, RetryPolicy(max_attempts=50, budget_s=60))
+    engine = TransferEngine(pool, policy(max_attempts=50, budget_s=60))
     results, failures = bank_run(engine, 1000, 10, 16, seed=13)
     dsql_faults.off()
     injected = dsql_faults.raised().commit_conflicts
@@ -323,7 +323,7 @@ def test_bank_without_retry_fails_some_transfers_and_still_conserves_money(
     ten_accounts: Settings, pool: ConnectionPool[Any]
 ) -> None:
     """max_attempts=1 (the workshop's chapter 04): conflicts fail, nothing half-applied."""
-    engine = TransferEngine(pool, RetryPolicy(max_attempts=1))
+    engine = TransferEngine(pool, policy(max_attempts=1))
     results, failures = bank_run(engine, 2000, 10, 16, seed=11)
     assert failures, "16 threads on 10 accounts must conflict"
     assert all(isinstance(f, ConflictRetriesExhausted) and f.attempts == 1 for f in failures)

@@ -15,13 +15,13 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.postgres import EmbeddedPostgres
+from tests.helpers import policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
-from worker.errors import DatabaseUnavailable
-from worker.migrate import migrate
+from worker.errors import DatabaseUnavailable, Fault, classify
+from worker.ops.migrate import migrate
 from worker.outcomes import Status
-from worker.retry import Fault, RetryPolicy, classify
 from worker.settings import Settings
 
 
@@ -63,7 +63,7 @@ def test_server_restart_mid_load_loses_nothing() -> None:
         reset_accounts(settings, 10, Decimal(1000))
         outcomes: list[Any] = []
         with create_pool(settings) as pool:
-            engine = TransferEngine(pool, RetryPolicy(max_attempts=100, budget_s=30))
+            engine = TransferEngine(pool, policy(max_attempts=100, budget_s=30))
             stop = threading.Event()
 
             def load() -> None:
@@ -102,7 +102,7 @@ def test_database_down_raises_retryable_error_within_budget() -> None:
         with create_pool(settings) as pool:
             pool.wait()
             pg.stop("immediate")
-            engine = TransferEngine(pool, RetryPolicy(max_attempts=1000, budget_s=1.5))
+            engine = TransferEngine(pool, policy(max_attempts=1000, budget_s=1.5))
             started = time.monotonic()
             with pytest.raises(DatabaseUnavailable) as info:
                 engine.apply(request())
@@ -121,7 +121,7 @@ def test_closed_pool_is_not_retried(settings: Settings) -> None:
     pool.open()
     pool.close()
     sleeps: list[float] = []
-    engine = TransferEngine(pool, RetryPolicy(max_attempts=3), sleep=sleeps.append)
+    engine = TransferEngine(pool, policy(max_attempts=3), sleep=sleeps.append)
     with pytest.raises(PoolClosed):
         engine.apply(request())
     assert sleeps == []
@@ -160,9 +160,9 @@ def test_classify_maps_real_server_errors(server_url: str) -> None:
 @pytest.mark.parametrize("failures", [1, 2, 5, 40])
 def test_backoff_is_full_jitter_under_an_exponential_cap(failures: int) -> None:
     """Sleeps are uniform in [0, min(cap, base * 2**(n-1))]: spread, bounded, growing."""
-    policy = RetryPolicy(base_s=0.01, cap_s=0.1)
+    retry = policy(base_s=0.01, cap_s=0.1)
     ceiling = min(0.1, 0.01 * 2 ** (failures - 1))
-    samples = [policy.backoff_s(failures) for _ in range(2000)]
+    samples = [retry.backoff_s(failures) for _ in range(2000)]
     assert all(0 <= s <= ceiling for s in samples)
     assert max(samples) > ceiling * 0.9
     assert min(samples) < ceiling * 0.1

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.availability import Availability
-from worker.cli import main
-from worker.health import write_health
-from worker.metrics import Metrics
+from worker.dispatch.metrics import Metrics
+from worker.engine.availability import Availability
+from worker.ops.cli import main
+from worker.transport.health import write_health
 
 
 @pytest.fixture

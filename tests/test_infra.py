@@ -452,7 +452,7 @@ def _worker_functions(synth: Synth) -> dict[str, dict[str, Any]]:
 
 
 def test_migration_runs_as_admin_in_a_custom_resource(default: Synth) -> None:
-    """worker.migrate_handler.on_event runs from the Lambda zip as admin, with 15
+    """worker.ops.migrate_handler.on_event runs from the Lambda zip as admin, with 15
     minutes for ASYNC index builds, the schema and role names, one at a time."""
     function = default.function("MigrationFunction")
     assert function["Handler"] == MIGRATE_HANDLER

@@ -13,10 +13,10 @@ import pytest
 
 from producer.accounts import reset_accounts
 from sandbox.sqs import LocalSqs, Queues
-from worker import lambda_handler
 from worker.contract import encode_body
 from worker.db import connect
 from worker.settings import Settings
+from worker.transport import lambda_handler
 
 
 class FakeContext:

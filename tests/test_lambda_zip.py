@@ -48,6 +48,7 @@ task_root = sys.argv[1]
 sys.path.insert(0, task_root)
 
 from worker import lambda_handler
+from worker.transport import lambda_handler as transport
 
 class Context:
     def __init__(self):
@@ -56,7 +57,7 @@ class Context:
         return int((self.deadline - time.monotonic()) * 1000)
 
 response = lambda_handler.handler(json.load(sys.stdin), Context())
-lambda_handler._service.close()
+transport._service.close()
 
 import psycopg
 allowed = (task_root + os.sep, sysconfig.get_paths()["stdlib"] + os.sep)

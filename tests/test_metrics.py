@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from worker.metrics import MAX_VALUES, Metrics
+from worker.dispatch.metrics import MAX_VALUES, Metrics
 from worker.outcomes import Reason, Status, TransferResult
 
 

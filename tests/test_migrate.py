@@ -18,9 +18,9 @@ from tests.test_schema import INDEX_NAMES, TABLE_NAMES, catalog, worker_command
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
-from worker.migrate import LEASE, IndexState, Timing, index_state, migrate, wait_for_job
+from worker.ops.migrate import LEASE, IndexState, Timing, index_state, migrate, wait_for_job
+from worker.ops.schema import INDEXES, Roles
 from worker.outcomes import Status
-from worker.schema import INDEXES, Roles
 from worker.settings import Backend, Settings
 
 ARN = "arn:aws:iam::123456789012:role/transfer-worker"
@@ -220,7 +220,7 @@ def test_the_custom_resource_migrates_on_create_and_keeps_everything_on_delete(
 ) -> None:
     """CloudFormation's Create runs migrate with the role ARNs it is given; Delete
     returns the same physical id without touching (or even reaching) the database."""
-    from worker.migrate_handler import on_event
+    from worker.ops.migrate_handler import on_event
 
     monkeypatch.delenv("DSQL_ENDPOINT", raising=False)
     monkeypatch.setenv("DATABASE_URL", database_url)

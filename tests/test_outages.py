@@ -10,7 +10,6 @@ backoff and horizon are those of the product's defaults or harsher.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -22,19 +21,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from faults.cluster import Cluster
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.lambda_esm import EventSourceMapping
 from sandbox.postgres import EmbeddedPostgres
+from sandbox.processes import WorkerFleet, child_environment
 from sandbox.sqs import LocalSqs, Queues
 from tests.helpers import running_worker
-from worker import lambda_handler
 from worker.contract import encode_body
 from worker.db import connect
-from worker.migrate import migrate
+from worker.ops.migrate import migrate
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
+from worker.transport import lambda_handler
 
 pytestmark = pytest.mark.slow
 
@@ -58,36 +57,23 @@ def pg() -> Iterator[EmbeddedPostgres]:
         yield server
 
 
-def schedule_env(schedule: RedeliverySchedule) -> dict[str, str]:
-    """The settings that make a worker use ``schedule``."""
-    return {
-        "RETRY_VISIBILITY_S": str(schedule.first_delay_s),
-        "RETRY_VISIBILITY_GROWTH": str(schedule.growth),
-        "RETRY_VISIBILITY_MAX_S": str(schedule.cap_s),
-        "REDELIVERY_HORIZON_S": str(schedule.horizon_s),
-    }
-
-
 def outage_env(pg: EmbeddedPostgres, sqs: LocalSqs, queues: Queues) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSQL_", "QUEUE_", "DLQ_"))}
-    return {
-        **env,
-        **sqs.env(),
-        **schedule_env(SCHEDULE),
-        "DATABASE_URL": pg.url,
-        "QUEUE_URL": queues.queue_url,
-        "DLQ_URL": queues.dlq_url,
-        "RECEIVE_WAIT_S": "1",
-        "RETRY_BUDGET_S": str(BUDGET_S),
-        "POOL_TIMEOUT_S": "1",
-        "CONNECT_TIMEOUT_S": "1",
-        "POOL_MIN_SIZE": "1",
-        "POOL_MAX_SIZE": "4",
-        "DB_PROBE_INTERVAL_S": "1",
-        "DRAIN_TIMEOUT_S": "5",
-        "METRICS_INTERVAL_S": "1",
-        "LOG_LEVEL": "INFO",
-    }
+    return child_environment(
+        pg.url,
+        sqs,
+        queues,
+        **SCHEDULE.as_settings(),
+        receive_wait_s=1,
+        retry_budget_s=BUDGET_S,
+        pool_timeout_s=1,
+        connect_timeout_s=1,
+        pool_min_size=1,
+        pool_max_size=4,
+        db_probe_interval_s=1,
+        drain_timeout_s=5,
+        metrics_interval_s=1,
+        log_level="INFO",
+    )
 
 
 def send(sqs: LocalSqs, url: str, count: int, rng_seed: int) -> list[uuid.UUID]:
@@ -167,9 +153,8 @@ def test_workers_hold_back_through_a_database_outage_and_dead_letter_nothing(
         max_receive_count=SCHEDULE.max_receive_count,
     )
     assert SCHEDULE.max_receive_count == 5
-    cluster = Cluster(outage_env(pg, local_sqs, queues), tmp_path)
-    workers = [cluster.start(), cluster.start()]
-    assert cluster.ready(60)
+    cluster = WorkerFleet(outage_env(pg, local_sqs, queues), tmp_path)
+    workers = cluster.start_healthy(2)
     sent = send(local_sqs, queues.queue_url, 100, 1)
     wait_for(lambda: len(results(pg.url)) >= 30, 60, "the first results")
 
@@ -279,17 +264,16 @@ def lambda_env(
         visibility_timeout_s=30,
         max_receive_count=schedule.max_receive_count,
     )
-    env = {
-        **local_sqs.env(),
-        **schedule_env(schedule),
-        "DATABASE_URL": pg.url,
-        "QUEUE_URL": queues.queue_url,
-        "DLQ_URL": queues.dlq_url,
-        "RETRY_BUDGET_S": str(BUDGET_S),
-        "POOL_TIMEOUT_S": "1",
-        "CONNECT_TIMEOUT_S": "1",
-        "LOG_FORMAT": "console",
-    }
+    env = child_environment(
+        pg.url,
+        local_sqs,
+        queues,
+        **schedule.as_settings(),
+        retry_budget_s=BUDGET_S,
+        pool_timeout_s=1,
+        connect_timeout_s=1,
+        log_format="console",
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("DSQL_ENDPOINT", raising=False)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.redelivery import RedeliverySchedule, ScheduleTooLong
+from worker.errors import ScheduleTooLong
+from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from worker.scheduler import AccountScheduler
+from worker.dispatch.scheduler import AccountScheduler
 
 
 def test_jobs_sharing_an_account_wait_for_each_other() -> None:

@@ -15,13 +15,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from worker.cli import main
 from worker.contract import AMOUNT_SCALE, TransferRequest
 from worker.db import connect
-from worker.engine import RESULT_COLUMNS, TransferEngine
-from worker.migrate import migrate
+from worker.engine import TransferEngine
+from worker.ops.cli import main
+from worker.ops.migrate import migrate
+from worker.ops.schema import INDEXES, TABLES, statements
 from worker.outcomes import Status
-from worker.schema import INDEXES, TABLES, statements
+from worker.results import RESULT_COLUMNS
 from worker.settings import Backend, Settings
 
 REPO = Path(__file__).resolve().parent.parent

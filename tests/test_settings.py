@@ -12,8 +12,8 @@ import pytest
 import structlog
 from pydantic import SecretStr, ValidationError
 
-from worker.cli import main, settings_markdown
 from worker.logs import configure_logging
+from worker.ops.cli import main, settings_markdown
 from worker.settings import Backend, Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from sandbox.processes import WorkerFleet, child_environment
 from sandbox.sqs import LocalSqs, Queues
 from worker.settings import Settings
 
@@ -32,28 +33,17 @@ def test_sigterm_during_start_up_still_exits_zero(
 ) -> None:
     """A worker stopped while it is still importing drains (nothing) and exits 0."""
     assert sqs_settings.database_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSQL_", "QUEUE_"))}
-    env.update(local_sqs.env())
-    env.update(
-        DATABASE_URL=sqs_settings.database_url.get_secret_value(),
-        QUEUE_URL=queues.queue_url,
-        RECEIVE_WAIT_S="1",
-        HEALTH_FILE=str(tmp_path / "alive"),
+    env = child_environment(
+        sqs_settings.database_url.get_secret_value(), local_sqs, queues, receive_wait_s=1
     )
+    fleet = WorkerFleet(env, tmp_path)
     for delay in (0.0, 0.3, 0.8):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        worker = fleet.start()
         # The earliest moment Python code can catch anything: the handler is installed
         # (before that, the interpreter itself is still starting and SIGTERM kills it).
-        wait_until_catching_sigterm(proc.pid)
+        wait_until_catching_sigterm(worker.process.pid)
         time.sleep(delay)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, (delay, output.decode()[-2000:])
+        assert worker.terminate() == 0, (delay, worker.log_text()[-2000:])
 
 
 def test_other_commands_stop_on_sigterm_as_usual(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``python -m worker smoke``: the same script a user runs against DSQL, here on
+"""``python -m producer smoke``: the same script a user runs against DSQL, here on
 PostgreSQL (embedded when nothing is configured)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from worker import smoke
+from producer import smoke
 from worker.contract import TransferRequest
 from worker.engine import TransferEngine
 from worker.outcomes import Status, TransferResult
@@ -27,7 +27,7 @@ def test_smoke_passes_on_the_embedded_postgres_when_nothing_is_configured() -> N
     a throwaway schema, prints each step ok and PASS, and exits 0."""
     env = {k: v for k, v in os.environ.items() if k not in {"DSQL_ENDPOINT", "DATABASE_URL"}}
     run = subprocess.run(
-        [sys.executable, "-m", "worker", "smoke", "--transfers", "120", "--seed", "7"],
+        [sys.executable, "-m", "producer", "smoke", "--transfers", "120", "--seed", "7"],
         cwd=ROOT,
         env={**env, "LOG_LEVEL": "WARNING"},
         capture_output=True,

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from worker.processing import Message
-from worker.sqs import Acknowledger, DeadLetters
+from worker.dispatch import Message
+from worker.transport.sqs import Acknowledger, DeadLetters
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sandbox import dsql_statements
 from sandbox.dsql_statements import CASES, DOCUMENT, Measurement, flat, measure, render
 from sandbox.wirelog import Message, WireLog
 from worker.db import connect
-from worker.migrate import migrate
+from worker.ops.migrate import migrate
 from worker.outcomes import Reason
 from worker.settings import Backend, Settings
 

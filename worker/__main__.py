@@ -1,4 +1,4 @@
-"""``python -m worker <command>``; the commands live in :mod:`worker.cli`."""
+"""``python -m worker <command>``; the commands live in :mod:`worker.ops.cli`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from worker import shutdown
 
 shutdown.install()
 
-from worker.cli import main  # noqa: E402 - after the signal handlers, on purpose
+from worker.ops.cli import main  # noqa: E402 - after the signal handlers, on purpose
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -25,7 +25,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from worker.errors import MalformedRequest
+from worker.errors import MalformedRequest, describe_validation
 from worker.outcomes import Reason
 
 INT32_MAX = 2**31 - 1
@@ -34,6 +34,8 @@ AMOUNT_SCALE = 6
 AMOUNT_LIMIT = Decimal(10) ** (18 - AMOUNT_SCALE)
 """Amounts must be strictly below this to fit ``numeric(18,6)``."""
 AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_SCALE)
+MAX_ENCODED_DIGITS = 10_000
+"""Digits before or after the point that :func:`encode_body` writes out at most."""
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
@@ -60,25 +62,16 @@ Amount = Annotated[Decimal, BeforeValidator(_amount_from_json), Field(allow_inf_
 
 
 class TransferRequest(BaseModel):
-    """One transfer as the engine applies it; ``transfer_id`` is the idempotency key."""
+    """One transfer, as the SQS body carries it and the engine applies it.
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    transfer_id: UUID
-    payer_id: AccountId
-    payee_id: AccountId
-    amount: Amount
-
-
-class TransferMessage(BaseModel):
-    """The SQS body: a :class:`TransferRequest` whose ``transfer_id`` may be omitted.
-
-    Unknown fields are ignored so producers can add tracing or metadata fields.
+    ``transfer_id`` is the idempotency key; a body may omit it, and :func:`parse_body`
+    then uses the SQS message id. Unknown fields are ignored so producers can add
+    tracing or metadata fields.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    transfer_id: UUID | None = None
+    transfer_id: UUID
     payer_id: AccountId
     payee_id: AccountId
     amount: Amount
@@ -98,25 +91,29 @@ def parse_body(body: str | bytes, message_id: str) -> TransferRequest:
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
         data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-        message = TransferMessage.model_validate(data)
-        transfer_id = message.transfer_id or UUID(message_id)
+        if isinstance(data, dict) and data.get("transfer_id") is None:
+            data = {**data, "transfer_id": UUID(message_id)}
+        return TransferRequest.model_validate(data)
     except (ValueError, ValidationError, RecursionError, ArithmeticError) as exc:
         # ValidationError, JSONDecodeError and UnicodeDecodeError are ValueErrors;
         # RecursionError comes from absurdly nested JSON, ArithmeticError from decimal
         # exponents beyond the decimal context (1e999999999999999999999).
         raise MalformedRequest(_describe(exc)) from None
-    return TransferRequest(
-        transfer_id=transfer_id,
-        payer_id=message.payer_id,
-        payee_id=message.payee_id,
-        amount=message.amount,
-    )
 
 
 def encode_body(
     payer_id: int, payee_id: int, amount: Decimal, transfer_id: UUID | None = None
 ) -> str:
-    """The JSON body a producer sends; the amount travels as a decimal string."""
+    """The JSON body a producer sends; the amount travels as a decimal string.
+
+    Raises :class:`ValueError` for an amount that is not finite or needs more than
+    :data:`MAX_ENCODED_DIGITS` digits written out (``1E+999999999999`` would be a
+    terabyte of zeros): no body could carry it.
+    """
+    if not amount.is_finite() or max(amount.adjusted(), -amount.as_tuple().exponent) > (  # type: ignore[operator]
+        MAX_ENCODED_DIGITS
+    ):
+        raise ValueError(f"amount {amount} cannot be written as a plain decimal")
     # format "f", not str(): str(Decimal("1E+3")) is "1E+3", which parse_body refuses.
     body: dict[str, Any] = {
         "payer_id": payer_id,
@@ -155,11 +152,7 @@ def _describe(exc: BaseException) -> str:
 
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        parts = []
-        for error in exc.errors(include_input=False, include_url=False):
-            where = ".".join(str(p) for p in error["loc"]) or "body"
-            parts.append(f"{where}: {error['msg']}")
-        return "; ".join(parts)[:512]
+        return describe_validation(exc)[:512]
     if isinstance(exc, UnicodeDecodeError):
         return "body is not valid UTF-8"
     if isinstance(exc, json.JSONDecodeError):

@@ -41,6 +41,7 @@ import psycopg
 from psycopg import IsolationLevel
 from psycopg_pool import ConnectionPool
 
+from worker.errors import NotConfigured
 from worker.settings import Backend, Settings
 
 APPLICATION_NAME = "dsql-transfers"
@@ -49,10 +50,6 @@ LOCK_TIMEOUT_S = 2.0
 BUNDLED_CA = Path(__file__).resolve().parent / "certs" / "amazon-trust-services.pem"
 """Amazon Root CA 1-4 and Starfield Services Root G2, DSQL's trust anchors."""
 SYSTEM_CA = "system"
-
-
-class NotConfigured(RuntimeError):
-    """Neither DATABASE_URL nor DSQL_ENDPOINT is set."""
 
 
 class TransferPool(ConnectionPool[psycopg.Connection[Any]]):

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from worker.errors import ScheduleTooLong
+
 if TYPE_CHECKING:
     from worker.settings import Settings
 
@@ -31,10 +33,6 @@ SQS_MAX_VISIBILITY_S = 43_200
 """ChangeMessageVisibility's ceiling (12 hours)."""
 SQS_MAX_RECEIVE_COUNT = 1_000
 """The largest maxReceiveCount a redrive policy accepts."""
-
-
-class ScheduleTooLong(ValueError):
-    """The horizon needs more receives than a redrive policy allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +65,16 @@ class RedeliverySchedule:
             cap_s=settings.retry_visibility_max_s,
             horizon_s=settings.redelivery_horizon_s,
         )
+
+    def as_settings(self) -> dict[str, int | float]:
+        """The Settings fields that configure this schedule (for a child process or a
+        deployment's environment): the inverse of :meth:`from_settings`."""
+        return {
+            "retry_visibility_s": self.first_delay_s,
+            "retry_visibility_growth": self.growth,
+            "retry_visibility_max_s": self.cap_s,
+            "redelivery_horizon_s": self.horizon_s,
+        }
 
     def delay_s(self, receive_count: int) -> int:
         """Seconds until a message that failed on its ``receive_count``-th receive returns."""

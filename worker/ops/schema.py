@@ -4,7 +4,7 @@ The same tables run on Aurora DSQL and PostgreSQL. DSQL's DDL rules shape all of
 one DDL statement per transaction, never DDL and DML together, no SERIAL, sequences,
 triggers, temp tables or TRUNCATE, and secondary indexes on a table that may already
 hold data are built with ``CREATE INDEX ASYNC`` and waited for with
-``sys.wait_for_job``. :mod:`worker.migrate` runs these statements, each on its own.
+``sys.wait_for_job``. :mod:`worker.ops.migrate` runs these statements, each on its own.
 
 Roles, least privilege: the workers log in as :attr:`Roles.worker`, which may read and
 update balances and read and insert results, nothing else (no DELETE, no DDL); the
@@ -20,6 +20,7 @@ from typing import LiteralString
 
 from psycopg import sql
 
+from worker.errors import InvalidName
 from worker.settings import Backend, Settings
 
 TABLES: tuple[LiteralString, ...] = (
@@ -60,7 +61,7 @@ TABLES: tuple[LiteralString, ...] = (
         created_at      timestamptz NOT NULL
     )
     """,
-    # Who is building indexes right now (worker.migrate): several tasks start at once
+    # Who is building indexes right now (worker.ops.migrate): several tasks start at once
     # on a deploy, and only one may drop and rebuild an index; DSQL has no advisory
     # locks, so the lease is a row, won by the first committer.
     """
@@ -150,10 +151,6 @@ class Roles:
 PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """Role and schema names: what the settings accept, safe to write unquoted."""
 IAM_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}")
-
-
-class InvalidName(ValueError):
-    """A role, schema or ARN that may not be written into a statement."""
 
 
 def plain(name: str) -> sql.SQL:

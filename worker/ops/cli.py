@@ -15,7 +15,8 @@ import psycopg
 from pydantic import ValidationError
 
 from worker import shutdown
-from worker.db import NotConfigured, connect
+from worker.db import connect
+from worker.errors import ConfigurationError, OperationFailed, describe_validation
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -25,14 +26,6 @@ EXIT_CONFIG = 2
 EXIT_SIGTERM = 128 + 15
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class InvalidSettings(ValueError):
-    """The environment holds a setting that :class:`Settings` or logging refuses."""
-
-
-class CommandFailed(RuntimeError):
-    """The command could not do its job; the message says why, in one line."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,15 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         explain_command,
         "EXPLAIN ANALYZE the transfer statements and the history query (rolled back)",
     )
-    smoke = add(
-        "smoke",
-        smoke_command,
-        "check the product against DSQL_ENDPOINT (or DATABASE_URL, or an embedded "
-        "PostgreSQL) in a throwaway schema; exit 1 on any failure",
-    )
-    smoke.add_argument("--transfers", type=int, default=240, help="contended transfers (240)")
-    smoke.add_argument("--threads", type=int, default=8, help="threads applying them (8)")
-    smoke.add_argument("--seed", type=int, default=None, help="workload seed")
     add("run", run_command, "consume the transfer queue until SIGTERM/SIGINT, then drain")
     health = add("health", health_command, "exit 0 when a running worker's heartbeat is recent")
     health.add_argument(
@@ -109,10 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown.restore_defaults()
     try:
         return handler(args)
-    except (NotConfigured, InvalidSettings) as exc:
+    except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except CommandFailed as exc:
+    except OperationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except psycopg.OperationalError as exc:
@@ -124,17 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def load_settings() -> Settings:
     """Settings from the environment, with logging configured from them.
 
-    Raises :class:`InvalidSettings` with one line per refused variable.
+    Raises :class:`~worker.errors.ConfigurationError` with one line per refused variable.
     """
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise InvalidSettings(_describe(exc)) from None
+    settings = environment_settings()
     try:
         configure_logging(settings)
     except ValueError as exc:
-        raise InvalidSettings(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
     return settings
+
+
+def environment_settings() -> Settings:
+    """Settings from the environment; a refusal as one ConfigurationError line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(
+            "invalid settings: " + describe_validation(exc, env_names=True)
+        ) from None
 
 
 # --- commands -----------------------------------------------------------------------
@@ -142,21 +133,14 @@ def load_settings() -> Settings:
 
 def migrate_command(args: argparse.Namespace) -> int:
     """Create whatever is missing and say what was done."""
-    from worker.migrate import MigrationFailed, migrate
-    from worker.schema import InvalidName, Roles
+    from worker.ops.migrate import migrate
+    from worker.ops.schema import Roles
 
     settings = load_settings()
     roles = None if args.no_roles else Roles.from_settings(settings)
     iam = {settings.db_worker_role: args.worker_arn, settings.db_reader_role: args.reader_arn}
-    try:
-        with connect(settings) as conn:
-            report = migrate(
-                conn, settings.backend, schema=settings.db_schema, roles=roles, iam=iam
-            )
-    except MigrationFailed as exc:
-        raise CommandFailed(str(exc)) from None
-    except InvalidName as exc:
-        raise InvalidSettings(str(exc)) from None
+    with connect(settings) as conn:
+        report = migrate(conn, settings.backend, schema=settings.db_schema, roles=roles, iam=iam)
     for name in report.created:
         print(f"created {name}")
     if not report.created:
@@ -174,14 +158,11 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 def explain_command(_args: argparse.Namespace) -> int:
     """Print each transfer statement and the history query with its plan."""
-    from worker.explain import NotEnoughAccounts, explain_transfer
+    from worker.ops.explain import explain_transfer
 
     settings = load_settings()
     with connect(settings) as conn:
-        try:
-            plans = explain_transfer(conn)
-        except NotEnoughAccounts as exc:
-            raise CommandFailed(str(exc)) from None
+        plans = explain_transfer(conn)
     for plan in plans:
         print(f"-- {plan.name}")
         print(plan.statement)
@@ -192,37 +173,18 @@ def explain_command(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def smoke_command(args: argparse.Namespace) -> int:
-    """Run the smoke test and print its report; 0 only when every check passed."""
-    from worker.smoke import run_smoke
-
-    report = run_smoke(
-        load_settings(), transfers=args.transfers, threads=args.threads, seed=args.seed
-    )
-    print(report.render(), end="")
-    return EXIT_OK if report.passed else EXIT_FAILED
-
-
 def run_command(_args: argparse.Namespace) -> int:
     """The container's main process: the long-running SQS consumer."""
-    from worker.service import run_worker
-    from worker.sqs import QueueNotConfigured
+    from worker.transport.service import run_worker
 
-    try:
-        return run_worker(load_settings())
-    except QueueNotConfigured as exc:
-        raise InvalidSettings(str(exc)) from None
+    return run_worker(load_settings())
 
 
 def health_command(args: argparse.Namespace) -> int:
     """Liveness (or, with --ready, readiness) for health checks; needs no database."""
-    from worker.health import check_health
+    from worker.transport.health import check_health
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise InvalidSettings(_describe(exc)) from None
-    return check_health(settings, ready=args.ready)
+    return check_health(environment_settings(), ready=args.ready)
 
 
 def settings_command(_args: argparse.Namespace) -> int:
@@ -241,14 +203,6 @@ def settings_markdown() -> str:
         description = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{env}` | {default} | {description} |")
     return "\n".join(rows) + "\n"
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in error["loc"]).upper() or "settings"
-        problems.append(f"{where}: {error['msg']}")
-    return "invalid settings: " + "; ".join(problems)
 
 
 def _one_line(exc: BaseException) -> str:

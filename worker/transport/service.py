@@ -1,13 +1,14 @@
-"""Wiring: Settings -> pool, engine, metrics, processor, SQS client, DLQ.
+"""Wiring: Settings -> pool, availability, engine, metrics, dispatch, SQS client, DLQ.
 
 Shared by the container entry point (:func:`run_worker`) and the Lambda handler, so
-both run the same engine with the same policies.
+both run the same engine with the same policies; tests and the bench build their
+consumers here too (:meth:`Service.consumer`).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,13 @@ import structlog
 from psycopg_pool import ConnectionPool
 
 from worker import shutdown
-from worker.availability import Availability
 from worker.db import create_pool, purge_broken
-from worker.engine import TransferEngine
-from worker.metrics import Metrics
-from worker.processing import Processor
-from worker.retry import RetryPolicy
+from worker.dispatch import Dispatcher, Metrics
+from worker.engine import Availability, RetryPolicy, TransferEngine
+from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
-from worker.sqs import DeadLetters, queue_url, sqs_client, visibility_timeout
+from worker.transport.consumer import Consumer, ConsumerConfig
+from worker.transport.sqs import DeadLetters, queue_url, sqs_client, visibility_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +36,46 @@ class Service:
     settings: Settings
     pool: ConnectionPool[psycopg.Connection[Any]]
     metrics: Metrics
-    processor: Processor
+    engine: TransferEngine
     client: Any
     queue_url: str | None
     dead_letters: DeadLetters | None
     availability: Availability
+
+    def dispatcher(self) -> Dispatcher:
+        """A dispatch step on this service's engine and metrics (one per consumer or
+        per Lambda batch: it owns its scheduler and FIFO state)."""
+        schedule = RedeliverySchedule.from_settings(self.settings)
+        return Dispatcher(self.engine, self.metrics, schedule)
+
+    def consumer(
+        self,
+        *,
+        visibility_timeout_s: int | None = None,
+        drain_timeout_s: float | None = None,
+        health_file: Path | None = None,
+    ) -> Consumer:
+        """The long-running consumer of this service's queue."""
+        assert self.queue_url is not None
+        visibility = visibility_timeout_s or visibility_timeout(
+            self.settings, self.client, self.queue_url
+        )
+        config = ConsumerConfig.from_settings(
+            self.settings,
+            queue_url=self.queue_url,
+            visibility_timeout_s=visibility,
+            health_file=health_file,
+        )
+        if drain_timeout_s is not None:
+            config = replace(config, drain_timeout_s=drain_timeout_s)
+        return Consumer(
+            config,
+            self.client,
+            self.dispatcher(),
+            self.dead_letters,
+            availability=self.availability,
+            metrics=self.metrics,
+        )
 
     def close(self) -> None:
         """Flush metrics and close the pool."""
@@ -49,7 +84,7 @@ class Service:
 
 
 def build(settings: Settings, *, service_name: str, queue_required: bool = True) -> Service:
-    """Open the pool (without waiting for the database) and wire the processor."""
+    """Open the pool (without waiting for the database) and wire the engine."""
     pool = create_pool(settings, max_size=max(settings.pool_max_size, settings.concurrency))
     pool.open(wait=False)
     metrics = Metrics(settings.metrics_namespace, service_name)
@@ -62,8 +97,7 @@ def build(settings: Settings, *, service_name: str, queue_required: bool = True)
     client = sqs_client(settings, max_pool_connections=settings.concurrency + 10)
     url = queue_url(settings, client) if queue_required or settings.queue_url else None
     dead_letters = DeadLetters(client, settings.dlq_url, url or "") if settings.dlq_url else None
-    processor = Processor(engine, metrics)
-    return Service(settings, pool, metrics, processor, client, url, dead_letters, availability)
+    return Service(settings, pool, metrics, engine, client, url, dead_letters, availability)
 
 
 def _probe(pool: ConnectionPool[psycopg.Connection[Any]], timeout_s: float) -> None:
@@ -79,24 +113,8 @@ def _probe(pool: ConnectionPool[psycopg.Connection[Any]], timeout_s: float) -> N
 
 def run_worker(settings: Settings) -> int:
     """``python -m worker run``: consume until SIGTERM/SIGINT, drain, exit 0."""
-    from worker.consumer import Consumer, ConsumerConfig
-
     service = build(settings, service_name="transfer-worker")
-    assert service.queue_url is not None
-    config = ConsumerConfig.from_settings(
-        settings,
-        queue_url=service.queue_url,
-        visibility_timeout_s=visibility_timeout(settings, service.client, service.queue_url),
-        health_file=Path(settings.health_file),
-    )
-    consumer = Consumer(
-        config,
-        service.client,
-        service.processor,
-        service.dead_letters,
-        availability=service.availability,
-        metrics=service.metrics,
-    )
+    consumer = service.consumer(health_file=Path(settings.health_file))
 
     def on_signal(name: str) -> None:
         log.info("signal received, draining", signal=name)

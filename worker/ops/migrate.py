@@ -36,8 +36,9 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from worker.retry import Fault, RetryPolicy, classify
-from worker.schema import (
+from worker.engine import RetryPolicy
+from worker.errors import Fault, MigrationFailed, classify
+from worker.ops.schema import (
     INDEXES,
     TABLES,
     Index,
@@ -62,10 +63,6 @@ LEASE = "indexes"
 STEP_POLICY = RetryPolicy(max_attempts=20, budget_s=60.0, base_s=0.05, cap_s=2.0)
 """Retries of one statement that met a concurrent DDL (a conflict, not an error)."""
 BUILD_ATTEMPTS = 2
-
-
-class MigrationFailed(RuntimeError):
-    """The schema could not be completed; the message says which object and why."""
 
 
 class IndexState(Enum):

@@ -1,4 +1,4 @@
-"""``worker.migrate_handler.on_event``: ``migrate`` as a CloudFormation custom resource.
+"""``worker.ops.migrate_handler.on_event``: ``migrate`` as a CloudFormation custom resource.
 
 The CDK stack runs it at deploy time (``aws_cdk.custom_resources.Provider``) from the
 same zip as the transfer Lambda, as the DSQL ``admin`` role, so no person has to run
@@ -17,8 +17,8 @@ from typing import Any
 
 from worker.db import connect
 from worker.logs import configure_logging
-from worker.migrate import migrate
-from worker.schema import Roles
+from worker.ops.migrate import migrate
+from worker.ops.schema import Roles
 from worker.settings import Settings
 
 

@@ -17,16 +17,13 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from worker.engine import CREDIT, DEBIT, INSERT_RESULT, SELECT_RESULT
-from worker.history import HISTORY
+from worker.engine.sql import CREDIT, DEBIT, INSERT_RESULT, SELECT_RESULT
+from worker.errors import NotEnoughAccounts
 from worker.outcomes import Status
+from worker.results import HISTORY
 
 SAMPLE_AMOUNT = Decimal("0.01")
 HISTORY_LIMIT = 20
-
-
-class NotEnoughAccounts(RuntimeError):
-    """The plans need two existing accounts; run ``producer setup`` first."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``python -m worker smoke``: prove the product against a real cluster in a minute.
+"""``python -m producer smoke``: prove the product against a real cluster in a minute.
 
 With ``DSQL_ENDPOINT`` (and AWS credentials allowed ``dsql:DbConnectAdmin``) it runs
 against that cluster; with ``DATABASE_URL`` against that PostgreSQL; with neither, on
@@ -33,19 +33,27 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
+from producer.accounts import reset_accounts
+from producer.audit import run_audit
+from producer.stats import latency_summary
 from worker.contract import TransferRequest
-from worker.db import NotConfigured, connect, create_pool
+from worker.db import connect, create_pool
 from worker.engine import TransferEngine
-from worker.migrate import migrate
+from worker.errors import NotConfigured
+from worker.ops.explain import explain_transfer
+from worker.ops.migrate import migrate
+from worker.ops.schema import TABLES, table_name
 from worker.outcomes import Reason, Status, TransferResult
-from worker.schema import TABLES, table_name
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from producer.cli import Subparsers
 
 ACCOUNTS = 10
 BALANCE = Decimal(10_000)
@@ -149,8 +157,6 @@ def _migrate(settings: Settings, report: SmokeReport) -> None:
 
 
 def _setup(settings: Settings) -> None:
-    from producer.accounts import reset_accounts
-
     reset_accounts(settings, ACCOUNTS, BALANCE, parallelism=2)
 
 
@@ -192,8 +198,6 @@ def _workload(rng: random.Random, transfers: int) -> list[Expected]:
 
 
 def _transfers(pool: Any, work: list[Expected], threads: int, report: SmokeReport) -> None:
-    from producer.stats import latency_summary
-
     engine = TransferEngine(pool)
 
     def apply(expected: Expected) -> tuple[Expected, TransferResult, float]:
@@ -270,8 +274,6 @@ def _round_trips(pool: Any, report: SmokeReport) -> None:
 
 
 def _explain(settings: Settings, report: SmokeReport) -> None:
-    from worker.explain import explain_transfer
-
     with connect(settings) as conn:
         plans = explain_transfer(conn)
     missing = [p.name for p in plans if not p.lines]
@@ -279,8 +281,6 @@ def _explain(settings: Settings, report: SmokeReport) -> None:
 
 
 def _audit(settings: Settings, report: SmokeReport) -> None:
-    from producer.audit import run_audit
-
     with connect(settings) as conn:
         audit = run_audit(conn)
     report.step(
@@ -305,3 +305,27 @@ def _drop(settings: Settings, schema: str, report: SmokeReport) -> None:
         report.step("cleanup", "", [f"could not drop schema {schema}: {exc}"])
         return
     report.step("cleanup", f"schema {schema} dropped")
+
+
+def register(subparsers: Subparsers) -> None:
+    """``smoke [--transfers N] [--threads T] [--seed S]``."""
+    cmd = subparsers.add_parser(
+        "smoke",
+        help="check the product against DSQL_ENDPOINT (or DATABASE_URL, or an embedded "
+        "PostgreSQL) in a throwaway schema; exit 1 on any failure",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    cmd.add_argument("--transfers", type=int, default=240, help="contended transfers (240)")
+    cmd.add_argument("--threads", type=int, default=8, help="threads applying them (8)")
+    cmd.add_argument("--seed", type=int, default=None, help="workload seed")
+    cmd.set_defaults(handler=run_command)
+
+
+def run_command(args: Any, settings: Settings) -> int:
+    """Run the smoke test and print its report; 0 only when every check passed."""
+    from worker.logs import configure_logging
+
+    configure_logging(settings)
+    report = run_smoke(settings, transfers=args.transfers, threads=args.threads, seed=args.seed)
+    print(report.render(), end="")
+    return 0 if report.passed else 1

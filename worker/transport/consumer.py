@@ -6,10 +6,11 @@ Threads, each with one job:
   executors never wait for a whole batch to finish before the next receive (the
   classic 10-in-flight stall of simple consumers);
 - **executors** (``concurrency`` of them, one per pooled connection by default) take
-  the oldest job whose accounts are free (:mod:`worker.scheduler`) and apply it;
+  the oldest job whose accounts are free and run it through the shared dispatch step
+  (:mod:`worker.dispatch`), then acknowledge its verdict;
 - the **heartbeat** extends the visibility of any message still held at half its
   visibility timeout and writes the health file (liveness, and readiness);
-- the **prober** (:mod:`worker.availability`) asks a database found unreachable,
+- the **prober** (:mod:`worker.engine.availability`) asks a database found unreachable,
   every few seconds, whether it is back.
 
 Holding back: while the database is unreachable the pollers stop receiving and the
@@ -17,13 +18,17 @@ executors stop starting transfers; messages not started yet are handed back at o
 (visibility 0, as in a drain) and a transfer that failed goes back on the redelivery
 schedule, so no message is received again and again only to fail. The worker stays
 alive (liveness) but not ready (``health --ready``) and reports ``HoldingBack``.
-- the **acknowledger** batches deletes and visibility changes (:mod:`worker.sqs`).
+- the **acknowledger** batches deletes and visibility changes (:mod:`worker.transport.sqs`).
 
 Shutdown (SIGTERM/SIGINT): stop receiving, hand not-yet-started messages back to the
 queue (visibility 0), let running transfers finish within the drain deadline, send the
 pending acknowledgements, and return. A transfer still running at the deadline is not
 lost: its message reappears after the visibility timeout and the engine's idempotency
 turns the redelivery into a duplicate.
+
+Burst mode (``run(burst=True)``, arq's name for it) consumes until a receive comes back
+empty with nothing left in hand, then drains and returns: what a test, a backfill or a
+one-off catch-up wants instead of a thread to stop.
 """
 
 from __future__ import annotations
@@ -37,15 +42,12 @@ from typing import Any
 
 import structlog
 
-from worker.availability import Availability
-from worker.contract import TransferRequest
-from worker.health import write_health
-from worker.metrics import Metrics
-from worker.processing import Disposition, Handled, Message, Processor, exclusive_keys
+from worker.dispatch import Action, Dispatcher, Job, Message, Metrics, Verdict
+from worker.engine import Availability
 from worker.redelivery import RedeliverySchedule
-from worker.scheduler import AccountScheduler
 from worker.settings import Settings
-from worker.sqs import BATCH, Acknowledger, DeadLetters
+from worker.transport.health import write_health
+from worker.transport.sqs import BATCH, Acknowledger, DeadLetters, dead_letter
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +60,6 @@ class _Held:
     """A received message this process is responsible for until it is acknowledged."""
 
     message: Message
-    request: TransferRequest
     extended_at: float = field(default_factory=time.monotonic)
 
 
@@ -96,13 +97,13 @@ class ConsumerConfig:
 
 
 class Consumer:
-    """Receives, schedules, applies and acknowledges transfer messages."""
+    """Receives, dispatches and acknowledges transfer messages."""
 
     def __init__(
         self,
         config: ConsumerConfig,
         client: Any,
-        processor: Processor,
+        dispatcher: Dispatcher,
         dead_letters: DeadLetters | None,
         *,
         availability: Availability | None = None,
@@ -110,22 +111,22 @@ class Consumer:
     ) -> None:
         self.config = config
         self._client = client
-        self._processor = processor
+        self._dispatcher = dispatcher
         self._dead_letters = dead_letters
         self._availability = availability
         self._metrics = metrics
         self._holding_back = False
         self._acks = Acknowledger(client, config.queue_url)
-        self._scheduler: AccountScheduler[_Held] = AccountScheduler()
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
-        self._failed_groups: set[str | None] = set()
         self._room = threading.Condition()
         self._stopping = threading.Event()
         self._capacity = config.concurrency * PREFETCH
         self._threads: list[threading.Thread] = []
         self._pollers: list[threading.Thread] = []
         self._last_poll = time.monotonic()
+        self._burst = False
+        self._empty_receives = 0
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -158,8 +159,9 @@ class Consumer:
         with self._room:
             self._room.notify_all()
 
-    def run(self) -> None:
-        """Start, wait for :meth:`stop`, drain; returns when the drain is over."""
+    def run(self, *, burst: bool = False) -> None:
+        """Start, wait for :meth:`stop` (or, in burst mode, for an empty queue), drain."""
+        self._burst = burst
         self.start()
         self._stopping.wait()
         self.drain()
@@ -168,21 +170,20 @@ class Consumer:
         """Release unstarted messages, finish running ones within the deadline."""
         self._stopping.set()
         deadline = time.monotonic() + self.config.drain_timeout_s
-        released = self._release(self._scheduler.drain())
-        log.info("draining", released=released, running=self._scheduler.size)
-        finished = self._scheduler.wait_idle(max(deadline - time.monotonic(), 0))
+        released = self._release(self._dispatcher.drain())
+        log.info("draining", released=released, running=self._dispatcher.size)
+        finished = self._dispatcher.wait_idle(max(deadline - time.monotonic(), 0))
         for thread in self._threads + self._pollers:
             # Pollers may sit in a 20 s long poll; what they bring back is released.
             thread.join(max(deadline - time.monotonic(), 0))
-        late = self._release(self._scheduler.drain())
+        late = self._release(self._dispatcher.drain())
         self._acks.close()
-        still_held = len(self._held)
-        log.info(
-            "worker stopped",
-            drained=finished,
-            released_late=late,
-            unfinished=still_held,
-        )
+        log.info("worker stopped", drained=finished, released_late=late, unfinished=len(self._held))
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatch step this consumer feeds."""
+        return self._dispatcher
 
     @property
     def holding_back(self) -> bool:
@@ -226,8 +227,20 @@ class Consumer:
                 self._stopping.wait(min(0.5 * 2**failures, 10))
                 continue
             self._last_poll = time.monotonic()
-            for raw in response.get("Messages", []):
+            messages = response.get("Messages", [])
+            for raw in messages:
                 self._accept(Message.from_sqs(raw))
+            if self._burst:
+                self._check_burst_over(empty=not messages)
+
+    def _check_burst_over(self, *, empty: bool) -> None:
+        with self._held_lock:
+            self._empty_receives = self._empty_receives + 1 if empty else 0
+            # Every poller came back empty, nothing is in hand or waiting to be sent.
+            over = self._empty_receives >= len(self._pollers) and not self._held
+        if over and not self._acks.pending:
+            log.info("burst over: the queue is empty")
+            self.stop()
 
     def _wait_for_room(self) -> int:
         with self._room:
@@ -246,79 +259,49 @@ class Consumer:
             # Arrived after shutdown began: give it straight back.
             self._acks.change_visibility(message, 0)
             return
-        parsed = self._processor.parse(message)
-        if isinstance(parsed, Handled):
-            self._settle(message, parsed)
-            return
-        held = _Held(message, parsed)
         with self._held_lock:
-            self._held[message.receipt_handle] = held
-            # SQS hands out a FIFO group again only once nothing of it is in flight,
-            # so a fresh receive restarts the group after an earlier failure.
-            self._failed_groups.discard(message.group_id)
-        self._scheduler.put(held, exclusive_keys(message, parsed))
+            self._held[message.receipt_handle] = _Held(message)
+        admitted = self._dispatcher.admit(message)
+        if isinstance(admitted, Verdict):
+            self._settle(message, admitted)
 
     # --- executors ------------------------------------------------------------------------
 
     def _execute(self) -> None:
         while True:
-            slot = self._scheduler.take(timeout=0.2)
+            slot = self._dispatcher.take(timeout=0.2)
             if slot is None:
                 if self._stopping.is_set():
                     return
                 continue
-            held = slot.job
-            group = held.message.group_id
-            try:
-                if self.holding_back:
-                    # Taken just as the database went away: hand it back untouched.
-                    self._acks.change_visibility(held.message, 0)
-                    continue
-                if group is not None and group in self._failed_groups:
-                    # An earlier message of this FIFO group failed: applying this one
-                    # now would reorder the group. Hand it back untouched.
-                    self._acks.change_visibility(held.message, 0)
-                    continue
-                handled = self._processor.apply(held.message, held.request)
-                if group is not None and handled.disposition is Disposition.RETRY:
-                    self._failed_groups.add(group)
-                self._settle(held.message, handled)
-            finally:
-                self._forget(held)
-                self._scheduler.done(slot)
+            job: Job = slot.job
+            if self.holding_back:
+                # Taken just as the database went away: hand it back untouched.
+                self._settle(job.message, self._dispatcher.hand_back(slot))
+                continue
+            self._settle(job.message, self._dispatcher.run(slot))
 
-    def _settle(self, message: Message, handled: Handled) -> None:
-        """Acknowledge according to the disposition; never raises."""
-        if handled.disposition is Disposition.ACK:
+    def _settle(self, message: Message, verdict: Verdict) -> None:
+        """Acknowledge according to the verdict, then let go of the message; never raises."""
+        if verdict.action is Action.ACK:
             self._acks.delete(message)
-        elif handled.disposition is Disposition.RETRY:
-            delay = self.config.redelivery.delay_s(message.receive_count)
-            self._acks.change_visibility(message, delay)
-        elif self._dead_letters is None:
-            log.error(
-                "malformed message kept: no DLQ_URL; the queue's redrive policy will move it",
-                message_id=message.message_id,
-            )
-        else:
-            try:
-                self._dead_letters.send(message, handled.error or "malformed")
-            except Exception as exc:  # noqa: BLE001 - keep the message, log, carry on
-                # Not deleted: it comes back and we try again, or redrive moves it.
-                log.error("dead-lettering failed", message_id=message.message_id, error=str(exc))
-                return
+        elif verdict.action is Action.RETRY:
+            self._acks.change_visibility(message, verdict.delay_s)
+        elif dead_letter(self._dead_letters, message, verdict.error or "malformed"):
             self._acks.delete(message)
+        self._forget(message)
 
-    def _forget(self, held: _Held) -> None:
+    def _forget(self, message: Message) -> None:
         with self._held_lock:
-            self._held.pop(held.message.receipt_handle, None)
+            self._held.pop(message.receipt_handle, None)
         with self._room:
             self._room.notify_all()
 
-    def _release(self, jobs: list[_Held]) -> int:
-        for held in jobs:
-            self._acks.change_visibility(held.message, 0)
-            self._forget(held)
-        return len(jobs)
+    def _release(self, messages: list[Message]) -> int:
+        for message in messages:
+            self._acks.change_visibility(message, 0)
+            self._forget(message)
+        return len(messages)
 
     # --- heartbeat ------------------------------------------------------------------------
 
@@ -342,7 +325,7 @@ class Consumer:
         """On entering hold-back, hand back what has not started; report the state."""
         holding = self.holding_back
         if holding and not self._holding_back:
-            released = self._release(self._scheduler.drain())
+            released = self._release(self._dispatcher.drain())
             log.info("holding back: unstarted messages handed back", released=released)
         self._holding_back = holding
         if self._metrics is not None:
