@@ -8,8 +8,7 @@ One module per measurement:
   and through a latency proxy in its own process (:mod:`bench.proxy`);
 - :mod:`bench.round_trips`: round trips per transfer, through a latency-injecting proxy;
 - :mod:`bench.pipeline`: worker + producer through moto against moto's own throughput
-  for the same send/receive/delete pattern with no work (:mod:`bench.sqs_raw`), plus
-  diagnostics with bench-only patches (:mod:`bench.diag_worker`, :mod:`bench.moto_send`);
+  for the same send/receive/delete pattern with no work (:mod:`bench.sqs_raw`);
 - :mod:`bench.contention`: the hot-account sweep, retries on and off;
 - :mod:`bench.footprint`: the Lambda handler's cold import (worker RSS is sampled
   during the pipeline runs by :mod:`bench.processes`).

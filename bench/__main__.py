@@ -344,29 +344,7 @@ def pipelines(server: BenchServer, sqs: LocalSqs, workdir: Path, plan: Plan) -> 
         "repeats": plan.repeats,
     }
     out["stock_moto"] = _pipeline_pair(config, plan.repeats)
-    # A diagnostic, one run: what the gap is made of (see bench.diag_worker).
-    raw = out["stock_moto"]["raw_per_s"]
-    out["diagnostics"] = {"ack_threads_4": _diagnostic(config, raw, ack_threads=4)}
     return out
-
-
-def _diagnostic(
-    config: pipeline.PipelineConfig, raw_per_s: float, ack_threads: int = 0
-) -> dict[str, Any]:
-    """One end-to-end run of the worker as shipped, or with ``ack_threads`` senders."""
-    if ack_threads:
-        command = ("-m", "bench.diag_worker", "--ack-threads", str(ack_threads))
-        run = pipeline.e2e_run(config, worker_command=command)
-    else:
-        run = pipeline.e2e_run(config)
-    e2e = run["throughput_per_s"]
-    say(f"  diagnostic, {ack_threads or 1} ack thread(s): e2e {e2e:.0f}/s, raw {raw_per_s:.0f}/s")
-    return {
-        "raw_per_s": raw_per_s,
-        "e2e_per_s": e2e,
-        "ratio": report.ratio(e2e, raw_per_s),
-        "run": run,
-    }
 
 
 def _pipeline_pair(config: pipeline.PipelineConfig, repeats: int) -> dict[str, Any]:

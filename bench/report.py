@@ -260,15 +260,6 @@ def _pipeline_section(results: dict[str, Any]) -> list[str]:
         f"{cpu['consumer']:.2f} / {cpu['moto']:.2f} / {cpu['postgres']:.2f} / "
         f"{cpu['producer']:.2f}"
     )
-    for label, row in pipeline.get("diagnostics", {}).items():
-        run = row["run"]
-        cpu = run["cpu_ms_per_message"]
-        lines.append(
-            f"  {'diagnostic: ' + label:<44}  {row['raw_per_s']:>5.0f}  {row['e2e_per_s']:>5.0f}  "
-            f"{row['ratio']:>5.2f}  {run['moto_queue']['in_flight_median'] or 0:>9.0f}  "
-            f"{cpu['consumer']:.2f} / {cpu['moto']:.2f} / {cpu['postgres']:.2f} / "
-            f"{cpu['producer']:.2f}"
-        )
     lines.append(
         f"  raw moto keeps {stock['raw_moto_in_flight_median']:.0f} messages in flight (median); "
         f"end-to-end p50/p99 {stock['e2e_p50_ms']:.0f}/{stock['e2e_p99_ms']:.0f} ms"

@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -48,6 +47,7 @@ from worker.db import connect
 from worker.ops.migrate import migrate
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
+from worker.transport.sqs import queue_depth, receive_all, send_messages
 
 VISIBILITY_TIMEOUT_S = 5
 """Short, so messages held by a killed or paused worker come back within the run."""
@@ -134,11 +134,12 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> Report:
         sender.join()
         nemesis.keep_workers(config.workers)
         echo("load sent and faults done; waiting for the queue to drain")
-        _wait_for_drain(sqs, queues, pg.url, sent, config.drain_timeout_s)
+        _wait_for_drain(sqs, queues, config.drain_timeout_s)
         cluster.stop_all()
         with psycopg.connect(pg.url) as conn:
             report.checks = check_results(conn, sent)
-        report.checks += check_dead_letters(_drain_dlq(sqs, queues.dlq_url), sent)
+        dead = receive_all(sqs.client(), queues.dlq_url, visibility_timeout_s=300)
+        report.checks += check_dead_letters([dict(m) for m in dead], sent)
         deaths = cluster.unexpected_deaths()
         report.checks.append(
             Check(
@@ -251,51 +252,26 @@ def _send(
     for start in range(0, len(workload.messages), 10):
         batch = workload.messages[start : start + 10]
         gate.wait(never)
-        entries = [{"Id": str(i), "MessageBody": m.body} for i, m in enumerate(batch)]
-        response = client.send_message_batch(QueueUrl=queues.queue_url, Entries=entries)
-        if response.get("Failed"):
-            raise RuntimeError(f"moto refused entries: {response['Failed']}")
-        ids = {int(e["Id"]): e["MessageId"] for e in response["Successful"]}
-        sent.extend((m, ids[i]) for i, m in enumerate(batch))
+        result = send_messages(
+            client,
+            queues.queue_url,
+            [{"Id": str(i), "MessageBody": m.body} for i, m in enumerate(batch)],
+        )
+        if result.failed:
+            raise RuntimeError(f"moto refused entries: {result.failed}")
+        sent.extend((m, result.message_ids[str(i)]) for i, m in enumerate(batch))
         gate.sent(len(batch))
         ahead = started + (start + len(batch)) / rate_per_s - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
 
 
-def _wait_for_drain(
-    sqs: LocalSqs, queues: Queues, url: str, sent: list[tuple[Message, str]], timeout_s: float
-) -> None:
+def _wait_for_drain(sqs: LocalSqs, queues: Queues, timeout_s: float) -> None:
     """Until the queue is empty (visible and in flight), or ``timeout_s``."""
     client = sqs.client()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        attrs = client.get_queue_attributes(
-            QueueUrl=queues.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        if (
-            int(attrs["ApproximateNumberOfMessages"])
-            + int(attrs["ApproximateNumberOfMessagesNotVisible"])
-            == 0
-        ):
-            return
+    while time.monotonic() < deadline and queue_depth(client, queues.queue_url).total:
         time.sleep(0.5)
-
-
-def _drain_dlq(sqs: LocalSqs, url: str) -> list[dict[str, Any]]:
-    client = sqs.client()
-    dead: list[dict[str, Any]] = []
-    while True:
-        batch = client.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            VisibilityTimeout=300,
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        if not batch:
-            return dead
-        dead.extend(batch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

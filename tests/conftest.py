@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from sandbox.dsql_faults import DsqlFaults, LifetimeCap
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import policy
+from tests.support import policy
 from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.engine import TransferEngine
 from worker.logs import QUIET_LOGGERS

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -17,62 +16,13 @@ from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import DsqlFaults
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
-from worker.contract import TransferRequest, encode_body
+from tests.support import body, drain, queue_total, result_count, running_worker, send, wait_for
+from worker.contract import TransferRequest
 from worker.db import connect
 from worker.dispatch import Job, Message, Verdict
 from worker.errors import RetryableTransferError
 from worker.outcomes import TransferResult
 from worker.settings import Settings
-
-
-def send(local_sqs: LocalSqs, url: str, bodies: list[str]) -> None:
-    client = local_sqs.client()
-    for start in range(0, len(bodies), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
-        ]
-        response = client.send_message_batch(QueueUrl=url, Entries=entries)
-        assert not response.get("Failed")
-
-
-def body(payer: int, payee: int, amount: str, transfer_id: uuid.UUID | None = None) -> str:
-    return encode_body(payer, payee, Decimal(amount), transfer_id or uuid.uuid4())
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.1)
-
-
-def result_count(settings: Settings) -> int:
-    with connect(settings) as conn:
-        row = conn.execute("SELECT count(*) FROM transfer_results").fetchone()
-    return int(row[0]) if row else 0
-
-
-def queue_depth(local_sqs: LocalSqs, url: str) -> int:
-    attrs = local_sqs.client().get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-def drain_queue(local_sqs: LocalSqs, url: str) -> list[dict[str, Any]]:
-    client = local_sqs.client()
-    found: list[dict[str, Any]] = []
-    while True:
-        messages = client.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not messages:
-            return found
-        found.extend(messages)
 
 
 @pytest.fixture
@@ -117,7 +67,7 @@ def test_batch_of_transfers_is_applied_and_deleted(
     with running_worker(funded):
         send(local_sqs, queues.queue_url, bodies)
         wait_for(lambda: result_count(funded) == 60)
-        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+        wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0)
     with connect(funded) as conn:
         report = run_audit(conn)
     assert report.violations == []
@@ -152,8 +102,8 @@ def test_malformed_messages_go_to_the_dlq_with_their_error(
     with running_worker(funded):
         send(local_sqs, queues.queue_url, [*bad, body(1, 2, "1")])
         wait_for(lambda: result_count(funded) == 1)
-        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
-    dead = drain_queue(local_sqs, queues.dlq_url)
+        wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0)
+    dead = drain(local_sqs, queues.dlq_url)
     assert sorted(m["Body"] for m in dead) == sorted(bad)
     errors = {m["Body"]: m["MessageAttributes"]["error"]["StringValue"] for m in dead}
     assert "not valid JSON" in errors["not json"]
@@ -171,7 +121,7 @@ def test_duplicate_message_is_applied_once(
         commit_conflicts.conflict_at_commit(next_commits=2)  # the first two commits fail
     with running_worker(funded):
         send(local_sqs, queues.queue_url, [body(3, 4, "10", tid), body(3, 4, "10", tid)])
-        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+        wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0)
     assert_retries_cover(funded, commit_conflicts)
     with connect(funded) as conn:
         balances = dict(
@@ -211,7 +161,7 @@ def test_message_abandoned_by_a_crashed_worker_is_redelivered(
         time.sleep(1)
         assert result_count(funded) == 0, "invisible while the first receiver holds it"
         wait_for(lambda: result_count(funded) == 1, timeout=15)
-        wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+        wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0)
 
 
 def test_transient_failure_leaves_message_for_redelivery(
@@ -243,7 +193,7 @@ def test_transient_failure_leaves_message_for_redelivery(
             wait_for(lambda: "retry" in applied)
             blocker.rollback()
             wait_for(lambda: result_count(settings) == 1, timeout=20)
-            wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+            wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0)
     assert applied[0] == "retry"
     assert applied[-1] == "ack"
 
@@ -269,7 +219,7 @@ def test_slow_transfer_keeps_its_message_invisible(
             time.sleep(5)  # 2.5 visibility timeouts while the row lock blocks the transfer
             blocker.rollback()
             wait_for(lambda: result_count(settings) == 1)
-            wait_for(lambda: queue_depth(local_sqs, queues.queue_url) == 0)
+            wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0)
     assert len(seen) == 1, "the message was redelivered while still being processed"
 
 

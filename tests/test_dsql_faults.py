@@ -15,7 +15,7 @@ import pytest
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import OC000_MESSAGE, OC001_MESSAGE, DsqlFaults, LifetimeCap
-from tests.helpers import policy
+from tests.support import policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import DsqlFaults
-from tests.helpers import policy
+from tests.support import policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.postgres import EmbeddedPostgres
-from tests.helpers import policy
+from tests.support import policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine

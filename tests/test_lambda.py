@@ -13,6 +13,7 @@ import pytest
 
 from producer.accounts import reset_accounts
 from sandbox.sqs import LocalSqs, Queues
+from tests.support import drain
 from worker.contract import encode_body
 from worker.db import connect
 from worker.settings import Settings
@@ -75,11 +76,7 @@ def lambda_env(
 
 
 def dlq_bodies(local_sqs: LocalSqs, url: str) -> list[tuple[str, str]]:
-    messages = (
-        local_sqs.client()
-        .receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
-        .get("Messages", [])
-    )
+    messages = drain(local_sqs, url)
     return [(m["Body"], m["MessageAttributes"]["error"]["StringValue"]) for m in messages]
 
 

@@ -10,10 +10,11 @@ backoff and horizon are those of the product's defaults or harsher.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from sandbox.lambda_esm import EventSourceMapping
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.processes import WorkerFleet, child_environment
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
+from tests.support import body, queue_total, running_worker, send, wait_for
 from worker.contract import encode_body
 from worker.db import connect
 from worker.ops.migrate import migrate
@@ -76,30 +77,16 @@ def outage_env(pg: EmbeddedPostgres, sqs: LocalSqs, queues: Queues) -> dict[str,
     )
 
 
-def send(sqs: LocalSqs, url: str, count: int, rng_seed: int) -> list[uuid.UUID]:
-    """``count`` transfers among 50 funded accounts, in batches of 10."""
-    import random
-
+def send_transfers(sqs: LocalSqs, url: str, count: int, rng_seed: int) -> list[uuid.UUID]:
+    """``count`` transfers among 50 funded accounts; their transfer ids."""
     rng = random.Random(rng_seed)
-    client = sqs.client()
-    ids = []
-    for start in range(0, count, 10):
-        entries = []
-        for i in range(min(10, count - start)):
-            tid = uuid.uuid4()
-            payer, payee = rng.sample(range(1, 51), 2)
-            body = encode_body(payer, payee, Decimal(rng.randint(1, 500)) / 100, tid)
-            entries.append({"Id": str(i), "MessageBody": body})
-            ids.append(tid)
-        assert not client.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
+    ids = [uuid.uuid4() for _ in range(count)]
+    bodies = []
+    for tid in ids:
+        payer, payee = rng.sample(range(1, 51), 2)
+        bodies.append(body(payer, payee, str(Decimal(rng.randint(1, 500)) / 100), tid))
+    send(sqs, url, bodies)
     return ids
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def results(url: str) -> dict[uuid.UUID, int]:
@@ -107,16 +94,6 @@ def results(url: str) -> dict[uuid.UUID, int]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT transfer_id, count(*) FROM transfer_results GROUP BY 1")
         return dict(rows.fetchall())
-
-
-def depth(sqs: LocalSqs, url: str) -> int:
-    attrs = sqs.client().get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
@@ -155,22 +132,22 @@ def test_workers_hold_back_through_a_database_outage_and_dead_letter_nothing(
     assert SCHEDULE.max_receive_count == 5
     cluster = WorkerFleet(outage_env(pg, local_sqs, queues), tmp_path)
     workers = cluster.start_healthy(2)
-    sent = send(local_sqs, queues.queue_url, 100, 1)
+    sent = send_transfers(local_sqs, queues.queue_url, 100, 1)
     wait_for(lambda: len(results(pg.url)) >= 30, 60, "the first results")
 
     during: list[uuid.UUID] = []
 
     def send_during_outage() -> None:
         time.sleep(2)
-        during.extend(send(local_sqs, queues.queue_url, 100, 2))
+        during.extend(send_transfers(local_sqs, queues.queue_url, 100, 2))
 
     sender = threading.Thread(target=send_during_outage)
     sender.start()
     pg.restart("fast", downtime_s=OUTAGE_S)
     sender.join()
-    sent += during + send(local_sqs, queues.queue_url, 100, 3)
+    sent += during + send_transfers(local_sqs, queues.queue_url, 100, 3)
 
-    wait_for(lambda: depth(local_sqs, queues.queue_url) == 0, 120, "the queue to drain")
+    wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0, 120, "the queue to drain")
     assert all(w.alive for w in workers), "a worker exited during the outage"
     cluster.stop_all()
     assert cluster.unexpected_deaths() == []
@@ -294,16 +271,16 @@ def test_the_lambda_path_dead_letters_nothing_within_the_horizon(
     queues = lambda_env
     client = local_sqs.client()
     with EventSourceMapping(client, queues.queue_url, lambda_handler.handler) as mapping:
-        sent = send(local_sqs, queues.queue_url, 40, 4)
+        sent = send_transfers(local_sqs, queues.queue_url, 40, 4)
         wait_for(lambda: len(results(pg.url)) == 40, 60, "the first batch")
         before = mapping.stats.invocations
         pg.stop("fast")
-        sent += send(local_sqs, queues.queue_url, 60, 5)
+        sent += send_transfers(local_sqs, queues.queue_url, 60, 5)
         time.sleep(15)
         during = mapping.stats.invocations - before
         reported = mapping.stats.reported
         pg.start()
-        wait_for(lambda: depth(local_sqs, queues.queue_url) == 0, 90, "the queue to drain")
+        wait_for(lambda: queue_total(local_sqs, queues.queue_url) == 0, 90, "the queue to drain")
     print(f"LAMBDA: {during} invocations, {reported} records reported in the outage; "
           f"max receives {max(mapping.stats.receive_counts.values())}")  # fmt: skip
     assert reported >= 60
@@ -326,7 +303,7 @@ def test_an_sqs_outage_under_load_loses_nothing_and_applies_nothing_twice(
     settings = sqs_settings.model_copy(update={"receive_wait_s": 1})
     reset_accounts(settings, 50, Decimal(1000))
     with running_worker(settings, visibility_timeout_s=10):
-        sent = send(local_sqs, settings.queue_url or "", 300, 6)
+        sent = send_transfers(local_sqs, settings.queue_url or "", 300, 6)
         assert settings.database_url is not None
         url = settings.database_url.get_secret_value()
         wait_for(lambda: len(results(url)) >= 20, 30, "the first results")
@@ -335,5 +312,5 @@ def test_an_sqs_outage_under_load_loses_nothing_and_applies_nothing_twice(
             time.sleep(60)
         finally:
             local_sqs.resume_serving()
-        wait_for(lambda: depth(local_sqs, settings.queue_url or "") == 0, 120, "the drain")
+        wait_for(lambda: queue_total(local_sqs, settings.queue_url or "") == 0, 120, "the drain")
     assert_ledger_whole(url, sent)

@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from worker.dispatch import Message
-from worker.transport.sqs import Acknowledger, DeadLetters
+from worker.transport.sqs import Acknowledger, DeadLetters, queue_depth
 
 
 @pytest.fixture
@@ -149,8 +149,7 @@ class Flaky:
 
 
 def in_flight(client: Any, url: str) -> int:
-    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessagesNotVisible"])
+    return queue_depth(client, url).in_flight
 
 
 def test_acknowledgements_that_could_not_be_sent_are_retried_not_dropped(sqs: Any) -> None:

@@ -136,9 +136,7 @@ class Dispatcher:
             message_id=message.message_id, transfer_id=str(request.transfer_id)
         ):
             try:
-                result = self._engine.apply(
-                    request, enqueued_at=message.sent_at, budget_s=budget_s
-                )
+                result = self._engine.apply(request, enqueued_at=message.sent_at, budget_s=budget_s)
             except RetryableTransferError as exc:
                 log.warning(
                     "transfer failed, will be redelivered",
@@ -178,7 +176,7 @@ class Dispatcher:
         if isinstance(admitted, Verdict):
             return admitted
         slot = self.take(timeout=60)
-        assert slot is not None and slot.job is admitted  # nothing else is queued
+        assert slot is not None, "a lone job is always runnable"
         return self.run(slot)
 
     # --- the queue of jobs -----------------------------------------------------------

@@ -50,7 +50,7 @@ from worker.db import LOCK_TIMEOUT_S
 from worker.dispatch import Action, Dispatcher, Message, Verdict
 from worker.settings import Settings
 from worker.transport.service import Service, build
-from worker.transport.sqs import DeadLetters, change_visibility, dead_letter
+from worker.transport.sqs import DeadLetters, dead_letter, set_visibility
 
 log = structlog.get_logger(__name__)
 
@@ -99,13 +99,23 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
 
 def _delay_redelivery(service: Service, failed: list[tuple[Message, Verdict]]) -> None:
     """Make each reported record visible again when its verdict says."""
-    changes = [(m.receipt_handle, v.delay_s) for m, v in failed]
+    by_delay: dict[int, list[str]] = {}
+    for message, verdict in failed:
+        by_delay.setdefault(verdict.delay_s, []).append(message.receipt_handle)
     try:
         url = service.queue_url or _queue_url(service.client, failed[0][0])
-        if url is not None:
-            change_visibility(service.client, url, changes)
+        if url is None:
+            return
+        refused = [
+            handle
+            for delay, handles in by_delay.items()
+            for handle in set_visibility(service.client, url, handles, delay)
+        ]
     except Exception as exc:  # noqa: BLE001 - they still come back, after the queue's timeout
-        log.warning("could not delay redelivery", records=len(changes), error=str(exc))
+        log.warning("could not delay redelivery", records=len(failed), error=str(exc))
+        return
+    if refused:
+        log.warning("visibility changes refused", records=len(refused))
 
 
 def _queue_url(client: Any, message: Message) -> str | None:

@@ -286,19 +286,6 @@ def dead_letter(dead_letters: DeadLetters | None, message: Message, error: str) 
     return True
 
 
-def change_visibility(client: Any, url: str, changes: list[tuple[str, int]]) -> None:
-    """ChangeMessageVisibilityBatch for (receipt handle, seconds) pairs, 10 per call;
-    entries SQS refuses are logged (those messages return after the queue's timeout)."""
-    for start in range(0, len(changes), BATCH):
-        entries = [
-            {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
-            for i, (handle, seconds) in enumerate(changes[start : start + BATCH])
-        ]
-        response = client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
-        for failure in response.get("Failed", []):
-            log.warning("visibility change refused", code=failure.get("Code"))
-
-
 class Acknowledger:
     """Batches deletes and visibility changes (10 per call) from many threads.
 
