@@ -169,11 +169,12 @@ def capture(settings: Settings) -> list[Source]:
 
 
 def _engine(settings: Settings) -> Source:
-    """The engine's statements in every outcome, from the measurement behind
-    docs/dsql-statements.md (on DSQL's connection settings)."""
+    """The engine's statements in every outcome, both variants, from the measurement
+    behind docs/dsql-statements.md (on DSQL's connection settings)."""
+    measurement = measure(settings)
     sent = [
         flat(m.sql)
-        for transcript in measure(settings).dsql
+        for transcript in (*measurement.dsql, *measurement.pipelined)
         for m in transcript.messages
         if m.from_client and m.sql
     ]

@@ -28,7 +28,7 @@ from worker.db import APPLICATION_NAME, connect, create_pool
 from worker.engine import TransferEngine
 from worker.logs import QUIET_LOGGERS
 from worker.ops.migrate import migrate
-from worker.settings import Backend, Settings
+from worker.settings import Backend, Settings, Statements
 
 
 @pytest.fixture(autouse=True)
@@ -94,9 +94,15 @@ def pool(settings: Settings) -> Iterator[ConnectionPool[Any]]:
 
 
 @pytest.fixture
-def engine(pool: ConnectionPool[Any]) -> TransferEngine:
+def statements() -> Statements:
+    """How the engine sends a transfer; the engine suites run both (they override this)."""
+    return Statements.SINGLE
+
+
+@pytest.fixture
+def engine(pool: ConnectionPool[Any], statements: Statements) -> TransferEngine:
     """A transfer engine with the default retry policy."""
-    return TransferEngine(pool, policy())
+    return TransferEngine(pool, policy(), statements=statements)
 
 
 @pytest.fixture

@@ -21,7 +21,13 @@ from worker.db import connect, create_pool
 from worker.engine import TransferEngine
 from worker.errors import Fault, classify
 from worker.outcomes import Status, TransferResult
-from worker.settings import Settings
+from worker.settings import Settings, Statements
+
+
+@pytest.fixture(params=list(Statements), ids=[s.value for s in Statements])
+def statements(request: pytest.FixtureRequest) -> Statements:
+    """Every test here runs with both ways of sending a transfer."""
+    return Statements(request.param)
 
 
 def request(payer: int, payee: int, amount: str = "1") -> TransferRequest:
@@ -157,7 +163,9 @@ def test_engine_retries_oc001_at_statements(
 
 
 def test_pool_recovers_from_connections_closed_at_their_lifetime_cap(
-    funded: Settings, lifetime_cap: LifetimeCap
+    funded: Settings,
+    lifetime_cap: LifetimeCap,
+    statements: Statements,
 ) -> None:
     """The server closes every connection at 0.5 s of age while transfers run from three
     threads for 2 s: every transfer commits once, on fresh connections."""
@@ -165,7 +173,7 @@ def test_pool_recovers_from_connections_closed_at_their_lifetime_cap(
     errors: list[BaseException] = []
     stop = threading.Event()
     with create_pool(funded, min_size=3, max_size=3) as pool:
-        engine = TransferEngine(pool, policy(max_attempts=50, budget_s=10))
+        engine = TransferEngine(pool, policy(max_attempts=50, budget_s=10), statements=statements)
 
         def load(worker: int) -> None:
             i = 0

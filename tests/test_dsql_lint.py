@@ -103,7 +103,7 @@ def test_catalog_holds_every_command(catalog: Catalog) -> None:
     } <= set(by_name)  # fmt: skip
     assert all(by_name.values())
     assert any(s.startswith('DELETE FROM "accounts"') for s in by_name["producer_setup"])
-    assert "BEGIN ISOLATION LEVEL REPEATABLE READ" in by_name["engine"]
+    assert "START TRANSACTION ISOLATION LEVEL REPEATABLE READ" in by_name["engine"]
     assert any(s.startswith("CREATE INDEX ASYNC") for s in by_name["schema_dsql"])
     assert not any("ASYNC" not in s for s in by_name["schema_dsql"] if "INDEX" in s)
 

@@ -22,7 +22,13 @@ from worker.db import connect, create_pool
 from worker.engine import TransferEngine
 from worker.errors import ConflictRetriesExhausted, RetryableTransferError
 from worker.outcomes import Reason, Status, TransferResult
-from worker.settings import Settings
+from worker.settings import Settings, Statements
+
+
+@pytest.fixture(params=list(Statements), ids=[s.value for s in Statements])
+def statements(request: pytest.FixtureRequest) -> Statements:
+    """Every test here runs with both ways of sending a transfer."""
+    return Statements(request.param)
 
 
 def request(
@@ -274,10 +280,12 @@ def bank_run(
 
 
 def test_bank_sixteen_threads_ten_accounts_conserves_money_and_counts_retries(
-    ten_accounts: Settings, pool: ConnectionPool[Any]
+    ten_accounts: Settings,
+    pool: ConnectionPool[Any],
+    statements: Statements,
 ) -> None:
     """2,000 contended transfers: every one gets an outcome, retries happen, audit is clean."""
-    engine = TransferEngine(pool, policy(max_attempts=50, budget_s=60))
+    engine = TransferEngine(pool, policy(max_attempts=50, budget_s=60), statements=statements)
     results, failures = bank_run(engine, 2000, 10, 16, seed=7)
     assert failures == []
     assert len(results) == 2000
@@ -293,14 +301,17 @@ def test_bank_sixteen_threads_ten_accounts_conserves_money_and_counts_retries(
 
 
 def test_bank_with_commit_time_conflicts_conserves_money_and_counts_retries(
-    ten_accounts: Settings, pool: ConnectionPool[Any], dsql_faults: DsqlFaults
+    ten_accounts: Settings,
+    pool: ConnectionPool[Any],
+    dsql_faults: DsqlFaults,
+    statements: Statements,
 ) -> None:
     """DSQL's way of conflicting: a fifth of the COMMITs fail with OC000 after every
     statement succeeded. 1,000 contended transfers still get one outcome each, the
     retries recorded cover every injected conflict, and the audit finds nothing
     half-applied."""
     dsql_faults.conflict_at_commit(0.2)
-    engine = TransferEngine(pool, policy(max_attempts=50, budget_s=60))
+    engine = TransferEngine(pool, policy(max_attempts=50, budget_s=60), statements=statements)
     results, failures = bank_run(engine, 1000, 10, 16, seed=13)
     dsql_faults.off()
     injected = dsql_faults.raised().commit_conflicts
@@ -320,10 +331,12 @@ def test_bank_with_commit_time_conflicts_conserves_money_and_counts_retries(
 
 
 def test_bank_without_retry_fails_some_transfers_and_still_conserves_money(
-    ten_accounts: Settings, pool: ConnectionPool[Any]
+    ten_accounts: Settings,
+    pool: ConnectionPool[Any],
+    statements: Statements,
 ) -> None:
     """max_attempts=1 (the workshop's chapter 04): conflicts fail, nothing half-applied."""
-    engine = TransferEngine(pool, policy(max_attempts=1))
+    engine = TransferEngine(pool, policy(max_attempts=1), statements=statements)
     results, failures = bank_run(engine, 2000, 10, 16, seed=11)
     assert failures, "16 threads on 10 accounts must conflict"
     assert all(isinstance(f, ConflictRetriesExhausted) and f.attempts == 1 for f in failures)

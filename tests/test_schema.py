@@ -20,7 +20,7 @@ from worker.db import connect
 from worker.engine import TransferEngine
 from worker.ops.cli import main
 from worker.ops.migrate import migrate
-from worker.ops.schema import INDEXES, TABLES, statements
+from worker.ops.schema import ADDED_COLUMNS, INDEXES, TABLES, statements
 from worker.outcomes import Status
 from worker.results import RESULT_COLUMNS
 from worker.settings import Backend, Settings
@@ -30,7 +30,7 @@ TABLE_NAMES = {"accounts", "transfer_results", "ledger_baseline", "schema_lease"
 INDEX_NAMES = {"transfer_results_payer_idx", "transfer_results_payee_idx"}
 FORBIDDEN = ("SERIAL", "BIGSERIAL", "SEQUENCE", "TRIGGER", "TEMP", "TEMPORARY", "TRUNCATE",
              "REFERENCES")  # fmt: skip
-EXPLAINED = ("SELECT_RESULT", "DEBIT", "CREDIT", "INSERT_RESULT", "HISTORY")
+EXPLAINED = ("TRANSFER", "SELECT_RESULT", "RECORD", "MOVE", "HISTORY")
 
 
 def worker_command(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -88,11 +88,14 @@ def test_every_statement_is_one_ddl_statement_dsql_accepts(backend: Backend) -> 
     """Each migrate statement is a single CREATE without SERIAL, sequences, triggers,
     temp tables, TRUNCATE or foreign keys (all refused or unreliable on DSQL)."""
     ddl = statements(backend)
-    assert len(ddl) == len(TABLES) + len(INDEXES)
+    assert len(ddl) == len(TABLES) + len(ADDED_COLUMNS) + len(INDEXES)
     for statement in ddl:
         assert ";" not in statement.rstrip().rstrip(";"), statement
-        assert re.match(r"CREATE (TABLE|INDEX)\b", statement), statement
-        assert len(re.findall(r"\bCREATE\b", statement, re.IGNORECASE)) == 1, statement
+        kinds = r"(CREATE (TABLE|INDEX)|ALTER TABLE \S+ ADD COLUMN)\b"
+        assert re.match(kinds, statement), statement
+        assert len(re.findall(r"\b(CREATE|ALTER)\b", statement, re.IGNORECASE)) == 1, statement
+        # DSQL adds only nullable columns without a default.
+        assert not re.search(r"\b(NOT NULL|DEFAULT)\b", statement) or "CREATE" in statement
         for word in FORBIDDEN:
             assert not re.search(rf"\b{word}\b", statement, re.IGNORECASE), (word, statement)
 
@@ -110,8 +113,8 @@ def test_indexes_are_built_async_on_dsql_only() -> None:
 def test_transfer_results_has_exactly_the_columns_the_engine_writes(
     settings: Settings,
 ) -> None:
-    """transfer_results' columns are RESULT_COLUMNS, and money columns keep the contract's
-    six decimal places."""
+    """transfer_results' columns are RESULT_COLUMNS (plus the added ones), and money
+    columns keep the contract's six decimal places."""
     with connect(settings) as conn:
         columns = conn.execute(
             "SELECT table_name, column_name, data_type, numeric_precision, numeric_scale"
@@ -122,7 +125,8 @@ def test_transfer_results_has_exactly_the_columns_the_engine_writes(
         by_table.setdefault(table, {})[column] = tuple(kind)
     engine_columns = [c.strip() for c in RESULT_COLUMNS.split(",")]
     assert len(set(engine_columns)) == len(engine_columns)
-    assert set(by_table["transfer_results"]) == set(engine_columns)
+    added = {c.name for c in ADDED_COLUMNS if c.table == "transfer_results"}
+    assert set(by_table["transfer_results"]) == set(engine_columns) | added
     money = ("numeric", 18, AMOUNT_SCALE)
     assert by_table["transfer_results"]["amount"] == money
     assert by_table["transfer_results"]["payer_balance"] == money
@@ -183,8 +187,10 @@ def test_explain_command_prints_plans_and_changes_nothing(
     assert names == [*EXPLAINED, "rolled back: nothing was changed"]
     for section in sections[: len(EXPLAINED)]:
         assert "actual time=" in section, section  # ANALYZE really ran the statement
-    assert "UPDATE accounts SET balance = balance - %(amount)s" in sections[1]
-    assert "INSERT INTO transfer_results" in sections[3]
+    assert "INSERT INTO transfer_results" in sections[0]  # the one-statement transfer
+    assert "UPDATE accounts" in sections[0]
+    assert "INSERT INTO transfer_results" in sections[2]  # RECORD
+    assert "UPDATE accounts" in sections[3]  # MOVE
     with connect(settings) as conn:
         assert snapshot(conn) == before
 

@@ -76,8 +76,8 @@ class TransferPool(ConnectionPool[psycopg.Connection[Any]]):
 def _configure(backend: Backend, conn: psycopg.Connection[Any]) -> None:
     # DSQL only offers snapshot isolation; asking for it explicitly makes PostgreSQL
     # behave the same way (REPEATABLE READ), so tests see the same anomalies. Pooled
-    # connections are in autocommit mode and their users write
-    # "BEGIN ISOLATION LEVEL REPEATABLE READ" themselves (see worker.engine).
+    # connections are in autocommit mode: the engine's implicit transactions get it
+    # from default_transaction_isolation (see _options), its explicit ones ask for it.
     conn.isolation_level = IsolationLevel.REPEATABLE_READ
     if backend is Backend.DSQL:
         conn.prepare_threshold = None  # see the module docstring
@@ -88,15 +88,18 @@ def ssl_root_cert(settings: Settings) -> str:
     return settings.dsql_sslrootcert or str(BUNDLED_CA)
 
 
-def _options(settings: Settings, *, lock_timeout: bool) -> dict[str, Any]:
+def _options(settings: Settings, *, pooled: bool) -> dict[str, Any]:
     """libpq's startup ``options``: the schema, and PostgreSQL's lock timeout."""
     options = []
     if settings.db_schema != "public":
         # A startup parameter rather than a SET: it costs no round trip, and DSQL
         # accepts it at connect (its own lint suite connects this way).
         options.append(f"-c search_path={settings.db_schema}")
-    if lock_timeout:
+    if pooled:
         options.append(f"-c lock_timeout={_lock_timeout_ms(settings)}")
+        # The engine's one-statement transfer runs as an implicit transaction and
+        # decides on its snapshot: it needs DSQL's snapshot isolation here too.
+        options.append(r"-c default_transaction_isolation=repeatable\ read")
     return {"options": " ".join(options)} if options else {}
 
 
@@ -108,7 +111,7 @@ def _dsql_kwargs(settings: Settings) -> dict[str, Any]:
         "sslrootcert": ssl_root_cert(settings),
         "connect_timeout": settings.connect_timeout_s,
         "application_name": APPLICATION_NAME,
-        **_options(settings, lock_timeout=False),
+        **_options(settings, pooled=False),
     }
     if settings.aws_region:
         kwargs["region"] = settings.aws_region
@@ -136,7 +139,7 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
             autocommit=autocommit,
             connect_timeout=settings.connect_timeout_s,
             application_name=APPLICATION_NAME,
-            **_options(settings, lock_timeout=False),
+            **_options(settings, pooled=False),
         )
     _configure(settings.backend, conn)
     return conn
@@ -151,8 +154,9 @@ def create_pool(
 ) -> TransferPool:
     """An unopened pool of autocommit connections; ``open(wait=True)`` or ``with`` it.
 
-    Autocommit, because psycopg would otherwise send its implicit BEGIN in a round
-    trip of its own; the engine puts BEGIN and COMMIT in its pipeline batches instead.
+    Autocommit: the engine's one-statement transfer is its own implicit transaction,
+    and its pipelined variant puts BEGIN and COMMIT in the pipeline batch (psycopg's
+    implicit BEGIN would cost a round trip of its own).
     """
     common: dict[str, Any] = {
         "min_size": settings.pool_min_size if min_size is None else min_size,
@@ -183,7 +187,7 @@ def create_pool(
             # PostgreSQL blocks on row locks where DSQL would fail at COMMIT; without
             # a bound, one held lock could outlast the retry budget and the message's
             # visibility. 55P03 is then retried like a conflict, within the budget.
-            **_options(settings, lock_timeout=True),
+            **_options(settings, pooled=True),
         },
         **common,
     )

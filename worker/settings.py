@@ -20,6 +20,13 @@ class Backend(StrEnum):
     DSQL = "dsql"
 
 
+class Statements(StrEnum):
+    """How the engine sends one transfer (see :mod:`worker.engine.sql`)."""
+
+    SINGLE = "single"
+    PIPELINED = "pipelined"
+
+
 class Settings(BaseSettings):
     """Runtime configuration. Field names map to upper-case environment variables."""
 
@@ -87,6 +94,14 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Longest wait for a pooled connection."
     )
     connect_timeout_s: int = Field(default=10, ge=1, description="TCP + TLS + auth timeout.")
+
+    # --- the engine ---------------------------------------------------------------
+    engine_statements: Statements = Field(
+        default=Statements.SINGLE,
+        description="'single': the transfer as one statement (one round trip, WITH clauses "
+        "that write; in DSQL's grammar, not in its user guide). 'pipelined': the same as "
+        "statements the user guide documents, sent in one pipeline (also one round trip).",
+    )
 
     # --- transfer retry policy ----------------------------------------------------
     max_attempts: int = Field(

@@ -23,11 +23,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from worker.contract import TransferRequest, rejection_reason
 from worker.db import purge_broken
-from worker.engine.attempt import Attempt, Raced, record_only, transfer
+from worker.engine.attempt import Attempt, Raced, pipelined, single
 from worker.engine.availability import Availability
 from worker.errors import ConflictRetriesExhausted, DatabaseUnavailable, Fault, classify
 from worker.outcomes import TransferResult
-from worker.settings import Settings
+from worker.settings import Settings, Statements
 
 log = structlog.get_logger(__name__)
 
@@ -83,11 +83,13 @@ class TransferEngine:
         *,
         sleep: Callable[[float], None] = time.sleep,
         availability: Availability | None = None,
+        statements: Statements = Statements.SINGLE,
     ) -> None:
         self._pool = pool
         self._policy = policy or RetryPolicy.from_settings(Settings())
         self._sleep = sleep
         self._availability = availability
+        self._attempt = single if statements is Statements.SINGLE else pipelined
 
     def apply(
         self,
@@ -104,12 +106,7 @@ class TransferEngine:
         faults outlast the retry policy; nothing is applied in that case. ``budget_s``
         can only shorten the policy's time budget (a Lambda's remaining time).
         """
-        reason = rejection_reason(request)
-        attempt: Attempt = (
-            partial(record_only, request, reason, enqueued_at)
-            if reason is not None
-            else partial(transfer, request, enqueued_at)
-        )
+        attempt: Attempt = partial(self._attempt, request, rejection_reason(request), enqueued_at)
         budget = self._policy.budget_s if budget_s is None else min(budget_s, self._policy.budget_s)
         return self._run(request, attempt, budget)
 

@@ -145,6 +145,8 @@ def migrate_command(args: argparse.Namespace) -> int:
         print(f"created {name}")
     if not report.created:
         print("schema up to date: nothing created")
+    for column in report.columns:
+        print(f"column {column}: added")
     for role in report.roles:
         print(f"role {role}: created")
     for statement in report.granted:

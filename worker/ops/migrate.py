@@ -39,6 +39,7 @@ from psycopg import sql
 from worker.engine import RetryPolicy
 from worker.errors import Fault, MigrationFailed, classify
 from worker.ops.schema import (
+    ADDED_COLUMNS,
     INDEXES,
     TABLES,
     Index,
@@ -56,9 +57,10 @@ log = structlog.get_logger(__name__)
 Connection = psycopg.Connection[Any]
 Statement = LiteralString | sql.Composed
 
-ALREADY_EXISTS = frozenset({"42P07", "42710", "42P06", "23505"})
-"""duplicate_table, duplicate_object, duplicate_schema, and unique_violation (PostgreSQL
-reports two concurrent CREATE ... IF NOT EXISTS as a duplicate key in its catalog)."""
+ALREADY_EXISTS = frozenset({"42P07", "42710", "42P06", "42701", "23505"})
+"""duplicate_table, duplicate_object, duplicate_schema, duplicate_column, and
+unique_violation (PostgreSQL reports two concurrent CREATE ... IF NOT EXISTS as a
+duplicate key in its catalog)."""
 LEASE = "indexes"
 STEP_POLICY = RetryPolicy(max_attempts=20, budget_s=60.0, base_s=0.05, cap_s=2.0)
 """Retries of one statement that met a concurrent DDL (a conflict, not an error)."""
@@ -79,6 +81,8 @@ class MigrationReport:
 
     created: list[str] = field(default_factory=list)
     """Tables and indexes this run created (or rebuilt)."""
+    columns: list[str] = field(default_factory=list)
+    """Columns this run added to existing tables (``table.column``)."""
     roles: list[str] = field(default_factory=list)
     """Roles this run created."""
     granted: list[str] = field(default_factory=list)
@@ -122,6 +126,11 @@ def migrate(
         if not _exists(conn, _TABLE_EXISTS, name):
             _execute(conn, ddl)
             report.created.append(name)
+    for column in ADDED_COLUMNS:
+        if _query(conn, _COLUMN_EXISTS, (column.table, column.name)) is None:
+            # A twin adding it first answers 42701 (duplicate_column): done too.
+            _execute(conn, column.ddl())
+            report.columns.append(f"{column.table}.{column.name}")
     _ensure_indexes(conn, backend, report, timing)
     if roles is not None:
         _ensure_roles(conn, backend, roles, schema=schema, iam=iam or {}, report=report)
@@ -164,6 +173,10 @@ _TABLE_EXISTS: LiteralString = (
     "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = %s"
 )
 _ROLE_EXISTS: LiteralString = "SELECT 1 FROM pg_roles WHERE rolname = %s"
+_COLUMN_EXISTS: LiteralString = (
+    "SELECT 1 FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s"
+)
 _INDEX_VALID: LiteralString = (
     "SELECT i.indisvalid FROM pg_index AS i"
     " JOIN pg_class AS c ON c.oid = i.indexrelid"
@@ -180,7 +193,12 @@ LEASE_TAKE_OVER: LiteralString = (
 )
 LEASE_RELEASE: LiteralString = "DELETE FROM schema_lease WHERE name = %s AND holder = %s"
 WAIT_FOR_JOB: LiteralString = "CALL sys.wait_for_job(%s)"
-CATALOG_QUERIES: tuple[LiteralString, ...] = (_TABLE_EXISTS, _ROLE_EXISTS, _INDEX_VALID)
+CATALOG_QUERIES: tuple[LiteralString, ...] = (
+    _TABLE_EXISTS,
+    _ROLE_EXISTS,
+    _COLUMN_EXISTS,
+    _INDEX_VALID,
+)
 LEASE_STATEMENTS: tuple[LiteralString, ...] = (
     LEASE_INSERT,
     LEASE_TAKE_OVER,

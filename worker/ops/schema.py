@@ -74,6 +74,29 @@ TABLES: tuple[LiteralString, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Column:
+    """A column added after its table was first released: ``ALTER TABLE ... ADD COLUMN``
+    (nullable and without a default, the only kind DSQL can add)."""
+
+    table: str
+    name: str
+    type: LiteralString
+
+    def ddl(self) -> sql.Composed:
+        """The ALTER TABLE statement."""
+        return sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+            sql.Identifier(self.table), sql.Identifier(self.name), sql.SQL(self.type)
+        )
+
+
+ADDED_COLUMNS: tuple[Column, ...] = (
+    # The pipelined engine marks the result row its attempt wrote, so that its UPDATE
+    # moves money only for that row, never for one an earlier delivery wrote.
+    Column("transfer_results", "attempt_id", "uuid"),
+)
+
+
 def table_name(ddl: str) -> str:
     """The table a ``CREATE TABLE IF NOT EXISTS`` statement creates."""
     return ddl.split("EXISTS", 1)[1].split(maxsplit=1)[0]
@@ -111,7 +134,8 @@ INDEXES: tuple[Index, ...] = (
 def statements(backend: Backend) -> list[str]:
     """Every table and index statement ``migrate`` may run, in order."""
     tables = [" ".join(t.split()) for t in TABLES]
-    return tables + [i.ddl(backend).as_string(None) for i in INDEXES]
+    columns = [c.ddl().as_string(None) for c in ADDED_COLUMNS]
+    return tables + columns + [i.ddl(backend).as_string(None) for i in INDEXES]
 
 
 # --- roles ------------------------------------------------------------------------------

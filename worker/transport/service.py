@@ -93,7 +93,12 @@ def build(settings: Settings, *, service_name: str, queue_required: bool = True)
         interval_s=settings.db_probe_interval_s,
         on_change=metrics.holding_back,
     )
-    engine = TransferEngine(pool, RetryPolicy.from_settings(settings), availability=availability)
+    engine = TransferEngine(
+        pool,
+        RetryPolicy.from_settings(settings),
+        availability=availability,
+        statements=settings.engine_statements,
+    )
     client = sqs_client(settings, max_pool_connections=settings.concurrency + 10)
     url = queue_url(settings, client) if queue_required or settings.queue_url else None
     dead_letters = DeadLetters(client, settings.dlq_url, url or "") if settings.dlq_url else None
