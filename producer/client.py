@@ -36,18 +36,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
-from uuid import UUID, uuid4
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
+from producer.closing import Closing
 from producer.results import connect_for_polling, fetch_results, wait_for_results
-from producer.sqs import BATCH_SIZE, is_fifo, message_entry, send_entries
-from worker.contract import TransferRequest, encode_body, parse_body
-from worker.errors import MalformedRequest
+from producer.sqs import message_entry, send_entries, sqs_clients
+from producer.transfer import InvalidTransfer, SendResult, Transfer, TransferNotSent, to_request
+from worker.contract import TransferRequest
 from worker.outcomes import TransferResult
 from worker.settings import Settings
+from worker.transport.sqs import BATCH, is_fifo, queue_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -57,58 +57,7 @@ POLL_S = 0.1
 """How often :meth:`TransferClient.result` asks the database while waiting."""
 
 
-MAX_EXPONENT = 100
-"""Amounts beyond 10^100 (or below 10^-100) are refused before they are written out."""
-
-
-class InvalidTransfer(ValueError):
-    """The transfer is not one the contract accepts (the worker would dead-letter it).
-
-    ``report`` says what :meth:`TransferClient.send_many` had sent before it met this
-    transfer (None from :meth:`TransferClient.send`, which sent nothing).
-    """
-
-    def __init__(self, message: str, report: SendResult | None = None) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-class TransferNotSent(RuntimeError):
-    """SQS refused the message (``code`` is its error code, e.g. after the retries)."""
-
-    def __init__(self, transfer_id: UUID, code: str) -> None:
-        super().__init__(f"SQS did not take transfer {transfer_id}: {code}")
-        self.transfer_id = transfer_id
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """A transfer to send; ``transfer_id`` None means "make one up"."""
-
-    payer: int
-    payee: int
-    amount: Decimal | int | str
-    transfer_id: UUID | None = None
-
-
-@dataclass
-class SendResult:
-    """What :meth:`TransferClient.send_many` did with the transfers it was given."""
-
-    sent: list[UUID] = field(default_factory=list)
-    """Ids SQS accepted, in the order their batches were answered."""
-    not_sent: dict[UUID, str] = field(default_factory=dict)
-    """Ids SQS still refused after the retries (or at once, for the sender's fault),
-    with its error code. They will have no outcome."""
-
-    @property
-    def requested(self) -> int:
-        """How many transfers were handed to the client."""
-        return len(self.sent) + len(self.not_sent)
-
-
-class TransferClient:
+class TransferClient(Closing):
     """Sends transfer requests to the transfer queue and reads their outcomes.
 
     ``sqs`` is a boto3 SQS client (thread-safe: several threads may share one client),
@@ -143,8 +92,6 @@ class TransferClient:
         """A client for the queue (``QUEUE_URL`` or ``QUEUE_NAME``) and database
         (``DATABASE_URL`` or ``DSQL_ENDPOINT``) of ``settings`` (default: read from the
         environment). Raises :class:`~worker.errors.QueueNotConfigured` without a queue."""
-        from producer.sqs import queue_url, sqs_clients
-
         settings = settings or Settings()
         sqs = sqs_clients(settings)[0]
         return cls(sqs, queue_url(settings, sqs), settings=settings, **options)
@@ -195,7 +142,7 @@ class TransferClient:
                 batch.append(to_request(transfer))
             except InvalidTransfer as exc:
                 raise InvalidTransfer(str(exc), report) from None
-            if len(batch) == BATCH_SIZE:
+            if len(batch) == BATCH:
                 self._send_batch(batch, report, on_sent)
                 batch = []
         if batch:
@@ -205,8 +152,8 @@ class TransferClient:
     def send_batch(self, batch: Sequence[TransferRequest]) -> SendResult:
         """One SendMessageBatch of at most 10 already-validated requests, with the
         partial-failure retries; for callers that schedule batches themselves."""
-        if len(batch) > BATCH_SIZE:
-            raise ValueError(f"at most {BATCH_SIZE} transfers per batch")
+        if len(batch) > BATCH:
+            raise ValueError(f"at most {BATCH} transfers per batch")
         report = SendResult()
         self._send_batch(list(batch), report, None)
         return report
@@ -270,35 +217,3 @@ class TransferClient:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def to_request(transfer: Transfer | TransferRequest) -> TransferRequest:
-    """The contract's :class:`~worker.contract.TransferRequest` for ``transfer``, with a
-    new uuid4 when it has no id; raises :class:`InvalidTransfer` for what the worker
-    would dead-letter (the check is the worker's own parser on the encoded body)."""
-    if isinstance(transfer, TransferRequest):
-        return transfer
-    transfer_id = transfer.transfer_id or uuid4()
-    try:
-        amount = Decimal(transfer.amount)
-        if not amount.is_finite() or abs(amount.adjusted()) > MAX_EXPONENT:
-            # encode_body writes the amount out in full: 1E+999999999999 would not fit
-            # in memory, and no such amount could ever be applied.
-            raise InvalidTransfer(f"not a valid transfer: amount {transfer.amount} out of range")
-        body = encode_body(transfer.payer, transfer.payee, amount, transfer_id)
-        return parse_body(body, "")
-    except InvalidTransfer:
-        raise
-    except (MalformedRequest, ArithmeticError, ValueError, TypeError) as exc:
-        raise InvalidTransfer(f"not a valid transfer: {exc}") from None

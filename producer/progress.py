@@ -1,4 +1,4 @@
-"""A small text progress bar for long command-line jobs (``producer setup``).
+"""A small text progress bar for long command-line jobs (``producer setup``, ``load``).
 
 Written for callbacks that arrive from worker threads: :meth:`ProgressBar.advance` is
 thread-safe and draws under the same lock, so lines never interleave. On a terminal
@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self, TextIO
+from typing import TextIO
+
+from producer.closing import Closing
 
 WIDTH = 30
 """Characters of the ``[####....]`` bar drawn on a terminal."""
@@ -22,7 +23,7 @@ STEPS = 10
 """Lines printed when not on a terminal: one per 1/STEPS of the total."""
 
 
-class ProgressBar:
+class ProgressBar(Closing):
     """``label  count/total  percent  rate/s`` for ``total`` units of work."""
 
     def __init__(
@@ -89,17 +90,6 @@ class ProgressBar:
             filled = min(int(WIDTH * pct / 100), WIDTH)
             text = f"[{'#' * filled}{'.' * (WIDTH - filled)}] {text}"
         return f"{self._label}  {text}" if self._label else text
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _step(self) -> int:
         if not self.total:
