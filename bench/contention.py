@@ -43,7 +43,7 @@ from typing import Any
 from bench.processes import SampledWorkers, base_env, producer_load
 from bench.server import BenchServer
 from producer.load import plan_transfers
-from producer.stats import percentile
+from producer.percentiles import percentile
 from sandbox.sqs import LocalSqs
 from worker.errors import RetryableTransferError
 

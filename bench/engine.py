@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.cpu import own_cpu_s, postgres_cpu_s
 from producer.load import plan_transfers
-from producer.stats import percentile
+from producer.percentiles import percentile
 from worker.db import create_pool
 from worker.engine import RetryPolicy, TransferEngine
 from worker.outcomes import Status

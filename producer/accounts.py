@@ -13,9 +13,9 @@ first, so an interrupted setup leaves no baseline behind and the audit says so.
 half of it even if each result's two history-index entries count as rows. Should the
 server still refuse a batch as too large (SQLSTATE ``54000``, DSQL's limit class), the
 batch is split at its middle key and each half retried, recursively, down to a single
-row (:class:`BatchRefused` if even that is refused: then the limit is not the row
-count). Once a size has been refused, later batches that large are split before they
-are tried.
+row (:class:`~producer.batches.BatchRefused` if even that is refused: then the limit is
+not the row count). Once a size has been refused, later batches that large are split
+before they are tried (:mod:`producer.batches`).
 
 **Bounded reads.** Nothing reads every existing id: the old rows are found by walking
 each table's primary key in ranges of one batch (:mod:`producer.keyranges`), one
@@ -29,19 +29,13 @@ key ranges it deletes.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, LiteralString, Protocol
 
-import psycopg
-from psycopg import sql
-from psycopg_pool import ConnectionPool
-
-from producer.keyranges import KeyRange, split, walk
+from producer.batches import Batch, Batches, Delete, Insert, Progress
+from producer.keyranges import KeyRange, walk
 from worker.contract import fits_numeric
 from worker.db import connect, create_pool
 from worker.settings import Settings
@@ -52,14 +46,6 @@ ACCOUNT_BATCH = 1_000
 RESULT_BATCH = 500
 """Results per transaction: deleting one also deletes its two history-index entries,
 so even counting those this is half the 3,000-row limit."""
-TOO_LARGE = "54000"
-"""SQLSTATE of DSQL's per-transaction limits (rows, bytes, duration, memory)."""
-
-Progress = Callable[[int], None]
-
-
-class BatchRefused(RuntimeError):
-    """A batch of one row was still refused with SQLSTATE 54000."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +85,6 @@ def plan_reset(settings: Settings, accounts: int) -> ResetPlan:
     )
 
 
-def rows_to_reset(settings: Settings, accounts: int) -> int:
-    """How many rows :func:`reset_accounts` will touch, to size a progress bar."""
-    return plan_reset(settings, accounts).rows
-
-
 def reset_accounts(
     settings: Settings,
     accounts: int,
@@ -128,13 +109,13 @@ def reset_accounts(
         conn.execute("DELETE FROM ledger_baseline")
         conn.commit()
 
-    runner = _Batches(on_progress, on_split)
-    deletes: list[_Batch] = [
-        *(_Delete("transfer_results", "transfer_id", r) for r in plan.old_results),
-        *(_Delete("accounts", "id", r) for r in plan.old_accounts),
+    runner = Batches(on_progress, on_split)
+    deletes: list[Batch] = [
+        *(Delete("transfer_results", "transfer_id", r) for r in plan.old_results),
+        *(Delete("accounts", "id", r) for r in plan.old_accounts),
     ]
-    inserts: list[_Batch] = [
-        _Insert(lo, min(lo + ACCOUNT_BATCH - 1, accounts), balance)
+    inserts: list[Batch] = [
+        Insert(lo, min(lo + ACCOUNT_BATCH - 1, accounts), balance)
         for lo in range(1, accounts + 1, ACCOUNT_BATCH)
     ]
     with (
@@ -166,111 +147,3 @@ def check_arguments(accounts: int, balance: Decimal, parallelism: int) -> None:
         raise ValueError("balance must be >= 0 and fit numeric(18,6)")
     if parallelism < 1:
         raise ValueError("parallelism must be at least 1")
-
-
-# --- batches that halve when the server says they are too large ------------------------
-
-
-class _Batch(Protocol):
-    @property
-    def rows(self) -> int: ...
-
-    def run(self, conn: psycopg.Connection[Any]) -> None: ...
-
-    def halves(self, conn: psycopg.Connection[Any]) -> Sequence[_Batch] | None: ...
-
-
-@dataclass(frozen=True)
-class _Delete:
-    table: LiteralString
-    key: LiteralString
-    range: KeyRange
-
-    @property
-    def rows(self) -> int:
-        return self.range.rows
-
-    def run(self, conn: psycopg.Connection[Any]) -> None:
-        condition, params = self.range.where(self.key)
-        query = sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(self.table), condition)
-        conn.execute(query, params)
-
-    def halves(self, conn: psycopg.Connection[Any]) -> Sequence[_Batch] | None:
-        parts = split(conn, self.table, self.key, self.range)
-        return None if parts is None else [_Delete(self.table, self.key, p) for p in parts]
-
-
-@dataclass(frozen=True)
-class _Insert:
-    first: int
-    last: int
-    balance: Decimal
-
-    @property
-    def rows(self) -> int:
-        return self.last - self.first + 1
-
-    def run(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            "INSERT INTO accounts (id, balance) "
-            "SELECT g, %s FROM generate_series(%s::int, %s::int) AS g",
-            (self.balance, self.first, self.last),
-        )
-
-    def halves(self, conn: psycopg.Connection[Any]) -> Sequence[_Batch] | None:
-        if self.rows < 2:
-            return None
-        middle = self.first + self.rows // 2 - 1
-        return [
-            _Insert(self.first, middle, self.balance),
-            _Insert(middle + 1, self.last, self.balance),
-        ]
-
-
-class _Batches:
-    """Runs batches on a pool; halves the ones the server refuses as too large."""
-
-    def __init__(self, on_progress: Progress | None, on_split: Progress | None) -> None:
-        self._progress = on_progress or (lambda _rows: None)
-        self._split = on_split or (lambda _rows: None)
-        self._lock = threading.Lock()
-        self.refused_at: int | None = None
-        """The smallest batch size refused so far: batches this large are split first."""
-
-    def apply(self, pool: ConnectionPool[Any], batch: _Batch) -> None:
-        """Run ``batch`` (or its halves, recursively) in autocommit transactions."""
-        with self._lock:
-            known_too_large = self.refused_at is not None and batch.rows >= self.refused_at
-        if not known_too_large:
-            try:
-                with pool.connection() as conn:
-                    batch.run(conn)
-            except psycopg.Error as exc:
-                if exc.sqlstate != TOO_LARGE:
-                    raise
-                with self._lock:
-                    self.refused_at = min(self.refused_at or batch.rows, batch.rows)
-                self._split(batch.rows)
-                self._apply_halves(pool, batch, exc)
-                return
-            self._progress(batch.rows)
-            return
-        self._apply_halves(pool, batch, None)
-
-    def _apply_halves(
-        self, pool: ConnectionPool[Any], batch: _Batch, refusal: psycopg.Error | None
-    ) -> None:
-        with pool.connection() as conn:
-            halves = batch.halves(conn)
-            if halves is None and refusal is None:
-                # Split ahead of time, but it no longer holds two rows: just try it.
-                batch.run(conn)
-                self._progress(batch.rows)
-                return
-        if halves is None:
-            raise BatchRefused(
-                f"the server refused a batch of {batch.rows} row(s) as too large "
-                f"(SQLSTATE {TOO_LARGE}): {refusal}"
-            ) from refusal
-        for half in halves:
-            self.apply(pool, half)

@@ -1,4 +1,5 @@
-"""``producer report`` and ``producer load --wait --report``: one self-contained HTML page.
+"""The page of ``producer report`` and ``producer load --wait --report``: one
+self-contained HTML file.
 
 The page shows a window of ``transfer_results`` (``--since`` / ``--until``, default:
 everything):
@@ -22,26 +23,24 @@ while the STATS block's are exact.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 from producer.keyranges import walk
-from producer.stats import TransferStats, format_stats, nearest_rank, stats_as_dict
+from producer.percentiles import nearest_rank
+from producer.stats import TransferStats
+from producer.stats_format import format_stats, stats_as_dict
 from producer.summary import BIN, CHUNK, Window, summarize_table
+from worker.db import connect
 from worker.settings import Settings
-
-if TYPE_CHECKING:
-    from producer.cli import Subparsers
 
 TARGET_BUCKETS = 120
 """About this many points per time series (the bucket width follows the window)."""
@@ -66,41 +65,6 @@ _E2E_BINS: LiteralString = (
 )
 
 
-def register(subparsers: Subparsers) -> None:
-    """``report [--since T] [--until T] [--output FILE] [--title TEXT]``."""
-    from producer.cli import add_window_arguments
-
-    cmd = subparsers.add_parser(
-        "report",
-        help="write one self-contained HTML page with charts of a window of results",
-        description="Throughput over time by outcome, latency percentiles over time, "
-        "attempts, rejections by reason and the STATS numbers of the results completed "
-        "in [--since, --until), as one HTML file that opens without a network.",
-    )
-    add_window_arguments(cmd)
-    cmd.add_argument(
-        "--output", type=Path, default=Path("report.html"), metavar="FILE", help="(report.html)"
-    )
-    cmd.add_argument("--title", default="dsql-transfers report", help="the page's title")
-    cmd.set_defaults(handler=run_report)
-
-
-def run_report(args: argparse.Namespace, settings: Settings) -> int:
-    """Write the page; prints its path and the STATS block's first lines."""
-    from producer.cli import EXIT_OK, _fail
-
-    window = Window(args.since, args.until)
-    if window.since and window.until and window.since >= window.until:
-        return _fail("--since must be before --until")
-    try:
-        page = build_report(settings, window, title=args.title, run_settings={})
-    except ImportError:
-        return _fail("report needs plotly: pip install 'dsql-transfers[producer]'")
-    args.output.write_text(page, encoding="utf-8")
-    print(f"wrote {args.output} ({len(page) / 2**20:.1f} MiB)")
-    return EXIT_OK
-
-
 def build_report(
     settings: Settings,
     window: Window,
@@ -108,10 +72,12 @@ def build_report(
     title: str,
     run_settings: Mapping[str, Any],
 ) -> str:
-    """The HTML page for the results in ``window``."""
-    import plotly  # type: ignore[import-untyped]  # noqa: F401 - fail before any query
+    """The HTML page for the results in ``window``.
 
-    from worker.db import connect
+    Raises ``ImportError`` when plotly is not installed (the ``producer`` extra),
+    before any query.
+    """
+    import plotly  # type: ignore[import-untyped]  # noqa: F401 - fail before any query
 
     with connect(settings, autocommit=True) as conn:
         stats = summarize_table(conn, window)

@@ -1,10 +1,12 @@
-"""The producer's side of SQS: clients and the queue URL from :class:`Settings`, and
-transfers sent as batch entries whose body is the contract's :func:`encode_body`.
+"""The producer's side of SQS: transfers as batch entries whose body is the contract's
+:func:`~worker.contract.encode_body`, sent with retries of what SQS refused.
 
-The endpoint is the AWS SDK's own business: boto3 reads ``AWS_ENDPOINT_URL_SQS`` (or
-``AWS_ENDPOINT_URL``) itself, which is how moto or ElasticMQ stand in locally. The
-region is ``AWS_REGION`` from the settings, or else whatever the SDK's default chain
-finds (``AWS_DEFAULT_REGION``, the profile's config file).
+Clients, queue URLs, the batch calls and the batch size are
+:mod:`worker.transport.sqs`'s. The endpoint is the AWS SDK's own business: boto3
+reads ``AWS_ENDPOINT_URL_SQS`` (or ``AWS_ENDPOINT_URL``) itself, which is how moto or
+ElasticMQ stand in locally. The region is ``AWS_REGION`` from the settings, or else
+whatever the SDK's default chain finds (``AWS_DEFAULT_REGION``, the profile's config
+file).
 """
 
 from __future__ import annotations
@@ -17,18 +19,13 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.contract import TransferRequest, encode_body
-from worker.errors import QueueNotConfigured
 from worker.settings import Settings
-from worker.transport.sqs import queue_url, sqs_client
-
-__all__ = ["QueueNotConfigured", "queue_url", "sqs_clients"]
+from worker.transport.sqs import send_messages, sqs_client
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
-BATCH_SIZE = 10
-"""SQS's limit of entries per SendMessageBatch call."""
 ENTRY_RETRIES = 3
 """Resends of batch entries that SQS refused for its own reasons (not ``SenderFault``)."""
 RETRY_BACKOFF_S = 0.05
@@ -42,11 +39,6 @@ def sqs_clients(settings: Settings, count: int = 1) -> list[SQSClient]:
     Raises :class:`~worker.errors.QueueNotConfigured` when no region can be found.
     """
     return [sqs_client(settings) for _ in range(count)]
-
-
-def is_fifo(url: str) -> bool:
-    """FIFO queue names, and so their URLs, end with ``.fifo``."""
-    return url.endswith(".fifo")
 
 
 def message_entry(request: TransferRequest, *, fifo: bool) -> SendMessageBatchRequestEntryTypeDef:
@@ -102,18 +94,18 @@ def send_entries(
     for attempt in range(retries + 1):
         if attempt:
             sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
-        response = client.send_message_batch(QueueUrl=url, Entries=list(pending.values()))
-        for ok in response.get("Successful", []):
-            if pending.pop(ok["Id"], None) is not None:
-                sent.append(ok["Id"])
-        for failed in response.get("Failed", []):
-            if failed["Id"] not in pending:
+        answer = send_messages(client, url, list(pending.values()))
+        for entry_id in answer.message_ids:
+            if pending.pop(entry_id, None) is not None:
+                sent.append(entry_id)
+        for entry_id, failed in answer.failed.items():
+            if entry_id not in pending:
                 continue
             if failed["SenderFault"]:
-                del pending[failed["Id"]]
-                refused[failed["Id"]] = failed["Code"]
+                del pending[entry_id]
+                refused[entry_id] = failed["Code"]
             else:
-                last_error[failed["Id"]] = failed["Code"]
+                last_error[entry_id] = failed["Code"]
         if not pending:
             break
     # An entry missing from both lists of every answer is resent too, and then given up.

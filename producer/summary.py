@@ -14,7 +14,7 @@ limit. So the results table is walked by primary key in ranges of :data:`CHUNK` 
    holds the p50 and the p99 and at which rank inside it.
 3. **The two bins' values**, grouped by value with their counts, read in a second walk
    over the same ranges; sorted, they give the exact nearest-rank percentiles,
-   the same numbers :func:`producer.stats.latency_summary` computes from every value.
+   the same numbers :func:`producer.percentiles.latency_summary` computes from every value.
 
 Memory is bounded by the number of ranges (one per :data:`CHUNK` results) plus the
 distinct transaction times inside the two bins, not by the table. Each statement is
@@ -37,13 +37,8 @@ import psycopg
 from psycopg import sql
 
 from producer.keyranges import KeyRange, walk
-from producer.stats import (
-    LatencySummary,
-    OutcomeKey,
-    TransferStats,
-    nearest_rank,
-    stats_from_counts,
-)
+from producer.percentiles import LatencySummary, nearest_rank
+from producer.stats import OutcomeKey, TransferStats, stats_from_counts
 
 CHUNK = 100_000
 """Results per statement."""

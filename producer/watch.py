@@ -1,54 +1,39 @@
-"""``python -m producer watch``: a live view of the ledger and its queues.
+"""What ``producer watch`` shows: a sample of the ledger and its queues, and its drawing.
 
-Every ``--interval`` seconds (default 1) it samples:
+A :func:`sample` reads:
 
-- ``transfer_results`` completed in the last ``--window`` seconds (default 10, on the
-  database's clock): results per second by outcome and rejection reason, retries
+- ``transfer_results`` completed in the last ``window_s`` seconds (on the database's
+  clock): results per second by outcome and rejection reason, retries
   (``attempts - 1``), and nearest-rank p50 / p99 / max of the transaction time and of
   end to end (``completed_at - enqueued_at``, the SQS SentTimestamp);
 - the transfer queue's ApproximateNumberOfMessages (waiting) and
   ApproximateNumberOfMessagesNotVisible (in flight), and the DLQ's depth (``DLQ_URL``).
 
-On a terminal it draws one screen with ``rich`` (redrawn in place, so it works over
-SSH in any terminal that ``ls --color`` works in) and quits on ``q`` or Ctrl-C,
-leaving the terminal as it was. When stdout is not a terminal (a pipe, a log file) it
-prints one plain line per sample instead, ``--count N`` lines then exits (default:
-until interrupted).
+:func:`render` draws it as one ``rich`` screen for a terminal, :func:`plain_line` as one
+line for a log or a pipe; the command (:mod:`producer.commands.watch`) refreshes them.
 
 Cost: one query per sample over the window. ``transfer_results`` has no index on
-``completed_at`` alone, so on a large table each sample scans it; keep ``--interval``
+``completed_at`` alone, so on a large table each sample scans it; keep the interval
 at a few seconds against a big production table (see README, "Watching a run").
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
-import select
-import signal
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from producer.stats import LatencySummary, latency_summary
+from producer.percentiles import LatencySummary, latency_summary
+from producer.sqs import SQS_ERRORS
 from worker.outcomes import Status
-from worker.settings import Settings
+from worker.transport.sqs import QueueDepth, queue_depth
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
-
-    from producer.cli import Subparsers
-
-DEFAULT_INTERVAL_S = 1.0
-DEFAULT_WINDOW_S = 10.0
 
 WINDOW_SQL = """
     SELECT status, reason, attempts, transaction_ms,
@@ -56,15 +41,6 @@ WINDOW_SQL = """
     FROM transfer_results
     WHERE completed_at >= now() - make_interval(secs => %(window_s)s)
 """
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """What SQS reports, approximately; None when it could not be read."""
-
-    waiting: int | None = None
-    in_flight: int | None = None
-    dead_letters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +55,10 @@ class Sample:
     retried: int
     transaction_ms: LatencySummary | None
     end_to_end_ms: LatencySummary | None
-    queue: QueueDepth
+    queue: QueueDepth | None
+    """The transfer queue's depth; None when there is no queue or SQS did not answer."""
+    dead_letters: int | None
+    """Messages visible on the DLQ; None when there is no DLQ or SQS did not answer."""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -122,6 +101,12 @@ def sample(
                     e2e.append(float(e2e_ms))
         except psycopg.Error as exc:
             errors.append(f"database: {str(exc).strip().splitlines()[0]}")
+    depth = dead_letters = None
+    try:
+        depth = queue_depth(sqs, queue_url) if queue_url else None
+        dead_letters = queue_depth(sqs, dlq_url).visible if dlq_url else None
+    except SQS_ERRORS as exc:
+        errors.append(f"SQS: {exc}")
     return Sample(
         at=at,
         window_s=window_s,
@@ -130,34 +115,10 @@ def sample(
         retried=retried,
         transaction_ms=latency_summary(tx),
         end_to_end_ms=latency_summary(e2e),
-        queue=_depths(sqs, queue_url, dlq_url, errors),
+        queue=depth,
+        dead_letters=dead_letters,
         errors=errors,
     )
-
-
-def _depths(sqs: Any, queue_url: str | None, dlq_url: str | None, errors: list[str]) -> QueueDepth:
-    from producer.sqs import SQS_ERRORS
-
-    waiting = in_flight = dead = None
-    try:
-        if queue_url:
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )["Attributes"]
-            waiting = int(attrs["ApproximateNumberOfMessages"])
-            in_flight = int(attrs["ApproximateNumberOfMessagesNotVisible"])
-        if dlq_url:
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-            dead = int(attrs["ApproximateNumberOfMessages"])
-    except SQS_ERRORS as exc:
-        errors.append(f"SQS: {exc}")
-    return QueueDepth(waiting, in_flight, dead)
 
 
 # --- drawing ------------------------------------------------------------------------
@@ -173,8 +134,7 @@ def plain_line(s: Sample) -> str:
         f"retries={s.retries}",
         f"tx_ms p50={_ms(s.transaction_ms, 'p50')} p99={_ms(s.transaction_ms, 'p99')}",
         f"e2e_ms p50={_ms(s.end_to_end_ms, 'p50')} p99={_ms(s.end_to_end_ms, 'p99')}",
-        f"queue={_n(s.queue.waiting)} in_flight={_n(s.queue.in_flight)}"
-        f" dlq={_n(s.queue.dead_letters)}",
+        "queue={} in_flight={} dlq={}".format(*_queues(s)),
     ]
     return "  ".join(parts + [f"error: {e}" for e in s.errors])
 
@@ -218,12 +178,8 @@ def render(s: Sample, title: str) -> RenderableType:
     queues.add_column("waiting", justify="right")
     queues.add_column("in flight", justify="right")
     queues.add_column("DLQ", justify="right")
-    dlq = _n(s.queue.dead_letters)
-    queues.add_row(
-        _n(s.queue.waiting),
-        _n(s.queue.in_flight),
-        Text(dlq, style="red bold" if s.queue.dead_letters else ""),
-    )
+    waiting, in_flight, dlq = _queues(s)
+    queues.add_row(waiting, in_flight, Text(dlq, style="red bold" if s.dead_letters else ""))
     parts: list[RenderableType] = [header, Text(""), outcomes, Text(""), latency, Text(""), queues]
     parts += [Text(f"error: {e}", style="red") for e in s.errors]
     return Group(*parts)
@@ -233,169 +189,11 @@ def _ms(summary: LatencySummary | None, name: str) -> str:
     return "-" if summary is None else f"{getattr(summary, name):.2f}"
 
 
+def _queues(s: Sample) -> tuple[str, str, str]:
+    """Waiting, in flight and on the DLQ, as drawn ("-" when unknown)."""
+    waiting, in_flight = (None, None) if s.queue is None else (s.queue.visible, s.queue.in_flight)
+    return _n(waiting), _n(in_flight), _n(s.dead_letters)
+
+
 def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
-
-
-# --- the command --------------------------------------------------------------------
-
-
-def register(subparsers: Subparsers) -> None:
-    """``watch [--interval S] [--window S] [--count N]``."""
-    from producer.send import seconds
-
-    cmd = subparsers.add_parser(
-        "watch",
-        help="live view: results/s by outcome, retries, latency, queue, in-flight and DLQ",
-        description="Refresh a view of the last --window seconds of results and the queue "
-        "depths every --interval seconds. On a terminal: q or Ctrl-C quits. Otherwise one "
-        "plain line per refresh.",
-    )
-    cmd.add_argument(
-        "--interval",
-        type=seconds,
-        default=DEFAULT_INTERVAL_S,
-        metavar="S",
-        help=f"seconds between refreshes (default: {DEFAULT_INTERVAL_S:g})",
-    )
-    cmd.add_argument(
-        "--window",
-        type=seconds,
-        default=DEFAULT_WINDOW_S,
-        metavar="S",
-        help=f"seconds of results each refresh covers (default: {DEFAULT_WINDOW_S:g})",
-    )
-    cmd.add_argument(
-        "--count",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop after N refreshes (default: until q or Ctrl-C)",
-    )
-    cmd.set_defaults(handler=run_watch)
-
-
-def run_watch(args: argparse.Namespace, settings: Settings) -> int:
-    """Sample and draw until told to stop; exit 0 on q, Ctrl-C, SIGTERM or --count."""
-    from producer.cli import EXIT_OK, _fail
-    from producer.sqs import SQS_ERRORS, QueueNotConfigured, queue_url, sqs_clients
-    from worker.db import connect
-
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return _fail("watch needs rich: pip install 'dsql-transfers[producer]'")
-    sqs, url = None, None
-    if settings.queue_url or settings.queue_name or settings.dlq_url:
-        try:
-            sqs = sqs_clients(settings)[0]
-            url = queue_url(settings, sqs) if settings.queue_url or settings.queue_name else None
-        except QueueNotConfigured as exc:
-            return _fail(str(exc))
-        except SQS_ERRORS as exc:
-            return _fail(f"SQS: {exc}")
-    stop = _Stop()
-    with connect(settings, autocommit=True) as conn, stop.on_signals():
-        samples = _samples(conn, sqs, queue_url=url, dlq_url=settings.dlq_url, args=args, stop=stop)
-        if sys.stdout.isatty():
-            _live(samples, args.interval, stop)
-        else:
-            for s in samples:
-                print(plain_line(s), flush=True)
-    return EXIT_OK
-
-
-class _Stop:
-    """Set by q, Ctrl-C or SIGTERM; the loops check it between refreshes."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextlib.contextmanager
-    def on_signals(self) -> Iterator[None]:
-        def handle(_signum: int, _frame: FrameType | None) -> None:
-            self.requested = True
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _samples(
-    conn: psycopg.Connection[Any],
-    sqs: Any,
-    *,
-    queue_url: str | None,
-    dlq_url: str | None,
-    args: argparse.Namespace,
-    stop: _Stop,
-) -> Iterator[Sample]:
-    taken = 0
-    while not stop.requested and (args.count is None or taken < args.count):
-        started = time.monotonic()
-        yield sample(conn, sqs, queue_url, dlq_url, args.window)
-        taken += 1
-        if args.count is not None and taken >= args.count:
-            return
-        _wait(args.interval - (time.monotonic() - started), stop)
-
-
-def _wait(seconds: float, stop: _Stop, keys: TextIO | None = None) -> None:
-    """Sleep up to ``seconds``, returning early when stopped or ``q`` is typed on
-    ``keys`` (a terminal in cbreak mode)."""
-    deadline = time.monotonic() + max(seconds, 0)
-    while not stop.requested and (left := deadline - time.monotonic()) > 0:
-        if keys is None:
-            time.sleep(min(left, 0.1))
-            continue
-        ready, _, _ = select.select([keys], [], [], min(left, 0.1))
-        if ready and os.read(keys.fileno(), 32).lower().startswith(b"q"):
-            stop.requested = True
-
-
-def _live(samples: Iterator[Sample], interval_s: float, stop: _Stop) -> None:
-    """Draw each sample in place; q (read in cbreak mode) or Ctrl-C quits."""
-    from rich.console import Console
-    from rich.live import Live
-
-    console = Console()
-    with _cbreak(sys.stdin) as keys, Live(console=console, auto_refresh=False, screen=True) as live:
-        for s in _keyed(samples, keys, interval_s, stop):
-            live.update(render(s, "dsql-transfers watch"), refresh=True)
-
-
-def _keyed(
-    samples: Iterator[Sample], keys: TextIO | None, interval_s: float, stop: _Stop
-) -> Iterator[Sample]:
-    """``samples``, but waiting for keys between them instead of sleeping."""
-    while not stop.requested:
-        started = time.monotonic()
-        try:
-            s = next(samples)
-        except StopIteration:
-            return
-        yield s
-        # _samples waits too; with keys we wait here (it then finds its time used up).
-        _wait(interval_s - (time.monotonic() - started), stop, keys)
-
-
-@contextlib.contextmanager
-def _cbreak(stream: TextIO) -> Iterator[TextIO | None]:
-    """``stream`` in cbreak mode (keys without Enter, no echo), restored on exit;
-    None when it is not a terminal (then only Ctrl-C quits)."""
-    if not stream.isatty():
-        yield None
-        return
-    import termios
-    import tty
-
-    fd = stream.fileno()
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setcbreak(fd)
-        yield stream
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 
 from producer import InvalidTransfer, Transfer, TransferClient, TransferNotSent
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
+from tests.support import running_worker
 from tests.test_send_load import RefusingClient, drain, open_accounts
 from worker.contract import encode_body, parse_body
 from worker.settings import Settings

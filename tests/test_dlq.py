@@ -25,14 +25,15 @@ from botocore.exceptions import ClientError
 
 from producer import dlq
 from producer.cli import main
+from producer.commands import dlq as dlq_command
 from producer.results import connect_for_polling, wait_for_results
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
+from tests.support import running_worker
 from worker.contract import encode_body
 from worker.dispatch import Message
 from worker.outcomes import Status
 from worker.settings import Settings
-from worker.transport.sqs import DeadLetters, sqs_client
+from worker.transport.sqs import DeadLetters, queue_depth, receive_all, sqs_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,21 +69,9 @@ def dead_letter(
     return message
 
 
-def take_all(client: Any, url: str) -> list[dict[str, Any]]:
+def take_all(client: Any, url: str) -> list[Any]:
     """Receive (and hide, not delete) every visible message, with all attributes."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = client.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-            VisibilityTimeout=30,
-            WaitTimeSeconds=1,
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        messages += batch
+    return receive_all(client, url, visibility_timeout_s=30, wait_s=1)
 
 
 def bodies(messages: list[dict[str, Any]]) -> Counter[str]:
@@ -326,7 +315,7 @@ def test_redrive_deletes_only_what_the_queue_accepted_and_never_first(
     for i in range(5):
         dead_letter(local_sqs, queues, f"m{i}", "bad")
     client = RefusingSends(local_sqs.client(), refuse={"m1", "m3"})
-    monkeypatch.setattr(dlq, "sqs_client", lambda _settings: client)
+    monkeypatch.setattr(dlq_command, "sqs_client", lambda _settings: client)
     code, out, err = run(capsys, "dlq", "redrive", "--json")
     assert code == 1, err
     report = json.loads(out)
@@ -427,7 +416,7 @@ def test_redrive_starts_a_move_task_from_the_dlq_arn_to_the_queue_arn(
     dead_letter(local_sqs, queues, "m0", "bad")
     dead_letter(local_sqs, queues, "m1", "bad")
     client = MoveTaskClient(local_sqs.client())
-    monkeypatch.setattr(dlq, "sqs_client", lambda _settings: client)
+    monkeypatch.setattr(dlq_command, "sqs_client", lambda _settings: client)
     code, out, _ = run(capsys, "dlq", "redrive", *(["--rate", str(rate)] if rate else []))
     assert code == 0
     expected = {
@@ -454,7 +443,7 @@ def test_redrive_max_copies_even_where_a_move_task_exists(
     dead_letter(local_sqs, queues, "m0", "bad")
     dead_letter(local_sqs, queues, "m1", "bad")
     client = MoveTaskClient(local_sqs.client())
-    monkeypatch.setattr(dlq, "sqs_client", lambda _settings: client)
+    monkeypatch.setattr(dlq_command, "sqs_client", lambda _settings: client)
     code, out, _ = run(capsys, "dlq", "redrive", "--max", "1", "--json")
     assert code == 0
     assert client.calls == []
@@ -473,7 +462,7 @@ def test_a_move_task_refused_for_another_reason_is_reported_not_copied(
     dead_letter(local_sqs, queues, "m0", "bad")
     refusal = client_error(403, "AccessDenied", "not authorized", "StartMessageMoveTask")
     client = MoveTaskClient(local_sqs.client(), refuse=refusal)
-    monkeypatch.setattr(dlq, "sqs_client", lambda _settings: client)
+    monkeypatch.setattr(dlq_command, "sqs_client", lambda _settings: client)
     code, out, err = run(capsys, "dlq", "redrive")
     assert (code, out) == (2, "")
     assert "AccessDenied" in err
@@ -566,7 +555,7 @@ def test_peek_shows_the_parse_error_of_a_message_the_worker_dead_lettered(
         depth = 0
         while depth == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-            depth = dlq.approximate_depth(local_sqs.client(), queues.dlq_url)
+            depth = queue_depth(local_sqs.client(), queues.dlq_url).visible
     code, out, _ = run(capsys, "dlq", "peek", "--json")
     assert code == 0
     (shown,) = json.loads(out)["messages"]

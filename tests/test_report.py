@@ -12,7 +12,7 @@ import pytest
 
 from producer.cli import main
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
+from tests.support import running_worker
 from tests.test_send_load import open_accounts
 from tests.test_stats import T0, _fill, _random_rows
 from worker.settings import Settings

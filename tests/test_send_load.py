@@ -29,12 +29,14 @@ from producer import TransferClient
 from producer.cli import main
 from producer.load import BacklogGate, SendReport, plan_transfers, send_transfers
 from producer.sqs import ENTRY_RETRIES
-from producer.stats import format_load_stats, load_stats_as_dict, summarize_load
+from producer.stats import summarize_load
+from producer.stats_format import format_load_stats, load_stats_as_dict
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
+from tests.support import running_worker
 from worker.contract import TransferRequest, encode_body, parse_body
 from worker.outcomes import Reason, Status, TransferResult
 from worker.settings import Settings
+from worker.transport.sqs import queue_depth, receive_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,27 +90,9 @@ def open_accounts(database_url: str, count: int, balance: str) -> None:
         )
 
 
-def drain(client: Any, queue_url: str) -> list[dict[str, Any]]:
+def drain(client: Any, queue_url: str) -> list[Any]:
     """Receive and delete every message on the queue, with its system attributes."""
-    messages: list[dict[str, Any]] = []
-    empty_receives = 0
-    while empty_receives < 2:
-        batch = client.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=10,
-            MessageSystemAttributeNames=["All"],
-            WaitTimeSeconds=0,
-        ).get("Messages", [])
-        empty_receives = 0 if batch else empty_receives + 1
-        messages += batch
-        if batch:
-            client.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-                ],
-            )
-    return messages
+    return receive_all(client, queue_url, delete=True)
 
 
 class RefusingClient:
@@ -479,11 +463,7 @@ def test_backlog_gate_pauses_sending_until_the_queue_drains(
     time.sleep(1.5)
     assert not done.is_set(), "the gate should hold the sender at the backlog limit"
     # Counted before draining: while the drain runs, the gate rightly lets more through.
-    held = int(
-        client.get_queue_attributes(
-            QueueUrl=queues.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
-        )["Attributes"]["ApproximateNumberOfMessages"]
-    )
+    held = queue_depth(client, queues.queue_url).visible
     assert 20 <= held <= 30  # one batch may pass the gate as the count catches up
     while not done.wait(0.2):
         drain(client, queues.queue_url)

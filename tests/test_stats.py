@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import psycopg
 import pytest
 
-from producer.stats import (
-    LatencySummary,
-    StatsRow,
-    TransferStats,
-    format_stats,
-    latency_summary,
-    percentile,
-    stats_as_dict,
-    summarize,
-)
+from producer.percentiles import LatencySummary, latency_summary, percentile
+from producer.stats import StatsRow, TransferStats, summarize
+from producer.stats_format import format_stats, stats_as_dict
 from producer.summary import Window, summarize_table
+from tests.test_send_load import result
 from worker.outcomes import Reason, Status, TransferResult
 from worker.settings import Settings
 
@@ -41,19 +33,14 @@ def _row(
 
 
 def _result(row: StatsRow) -> TransferResult:
+    """The same row as a TransferResult."""
     status, reason, attempts, ms, completed_at = row
-    return TransferResult(
-        transfer_id=uuid.uuid4(),
-        payer_id=1,
-        payee_id=2,
-        amount=Decimal("1.00"),
-        status=Status(status),
-        reason=Reason(reason) if reason else None,
-        payer_balance=None,
+    return result(
+        Status(status),
         attempts=attempts,
-        transaction_ms=ms,
-        enqueued_at=None,
-        completed_at=completed_at,
+        ms=ms,
+        reason=Reason(reason) if reason else None,
+        completed_s=(completed_at - T0).total_seconds(),
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from producer import Transfer, TransferClient
 from sandbox.sqs import LocalSqs, Queues
-from tests.helpers import running_worker
+from tests.support import running_worker
 from tests.test_send_load import open_accounts
 from worker.settings import Settings
 

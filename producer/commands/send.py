@@ -16,26 +16,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 from uuid import UUID
 
+from producer.client import TransferClient
+from producer.console import (
+    EXIT_NO,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    Subparsers,
+    add_timeout,
+    decimal,
+    fail,
+    line,
+)
+from producer.sqs import SQS_ERRORS
+from producer.transfer import InvalidTransfer, Transfer, TransferNotSent, to_request
+from worker.errors import QueueNotConfigured
 from worker.outcomes import TransferResult
 from worker.settings import Settings
 
-if TYPE_CHECKING:
-    # producer.cli imports this module to list it in COMMANDS: what this module needs
-    # from it is imported when the parser is built or a command runs, never at import.
-    from producer.cli import Subparsers
-
-EXIT_TIMEOUT = 3
-POLL_S = 0.1
 DEFAULT_TIMEOUT_S = 30.0
 
 
 def register(subparsers: Subparsers) -> None:
     """``send --payer P --payee Q --amount A [--transfer-id U] [--wait] [--timeout S]``."""
-    from producer.cli import _decimal
-
     cmd = subparsers.add_parser(
         "send",
         help="enqueue one transfer; --wait prints its outcome",
@@ -44,7 +48,7 @@ def register(subparsers: Subparsers) -> None:
     )
     cmd.add_argument("--payer", type=int, required=True, metavar="P", help="payer account id")
     cmd.add_argument("--payee", type=int, required=True, metavar="Q", help="payee account id")
-    cmd.add_argument("--amount", type=_decimal, required=True, metavar="A")
+    cmd.add_argument("--amount", type=decimal, required=True, metavar="A")
     cmd.add_argument(
         "--transfer-id",
         type=UUID,
@@ -53,39 +57,23 @@ def register(subparsers: Subparsers) -> None:
         help="idempotency key; resending an id never moves the money twice (default: new uuid4)",
     )
     cmd.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
-    cmd.add_argument(
-        "--timeout",
-        type=seconds,
-        default=DEFAULT_TIMEOUT_S,
-        metavar="S",
-        help=f"longest wait for the outcome (default: {DEFAULT_TIMEOUT_S:g} s)",
-    )
-    cmd.set_defaults(handler=run_send)
+    add_timeout(cmd, DEFAULT_TIMEOUT_S, "the outcome")
+    cmd.set_defaults(handler=run)
 
 
-def run_send(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     """Send the transfer, print its id, and with ``--wait`` its outcome."""
-    from producer.cli import EXIT_NO, EXIT_OK, _fail
-    from producer.client import (
-        InvalidTransfer,
-        Transfer,
-        TransferClient,
-        TransferNotSent,
-        to_request,
-    )
-    from producer.sqs import SQS_ERRORS, QueueNotConfigured
-
     try:
         # The worker's own parser: what it would dead-letter is never sent.
         request = to_request(Transfer(args.payer, args.payee, args.amount, args.transfer_id))
     except InvalidTransfer as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     try:
         client = TransferClient.from_settings(settings)
     except QueueNotConfigured as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except SQS_ERRORS as exc:
-        return _fail(f"SQS: {exc}")
+        return fail(f"SQS: {exc}")
     with client:
         if args.wait:
             # Connected before sending: an unreachable database stops us with nothing queued.
@@ -95,9 +83,9 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
                 request.payer_id, request.payee_id, request.amount, transfer_id=request.transfer_id
             )
         except TransferNotSent as exc:
-            return _fail(f"SQS did not take the message: {exc.code}")
+            return fail(f"SQS did not take the message: {exc.code}")
         except SQS_ERRORS as exc:
-            return _fail(f"SQS: {exc}")
+            return fail(f"SQS: {exc}")
         print(transfer_id, flush=True)
         if not args.wait:
             return EXIT_OK
@@ -116,24 +104,11 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
 def format_outcome(result: TransferResult) -> str:
     """``committed`` with payer balance, transaction time and attempts, or ``rejected``
     with the reason; one ``label  value`` line per figure."""
-    from producer.cli import _line
-
     lines = [result.status.value]
     if result.committed:
         ms = "-" if result.transaction_ms is None else f"{result.transaction_ms:.3f}"
-        lines += [_line("payer balance", str(result.payer_balance)), _line("transaction ms", ms)]
+        lines += [line("payer balance", str(result.payer_balance)), line("transaction ms", ms)]
     else:
-        lines.append(_line("reason", result.reason.value if result.reason else "unknown"))
-    lines.append(_line("attempts", str(result.attempts)))
+        lines.append(line("reason", result.reason.value if result.reason else "unknown"))
+    lines.append(line("attempts", str(result.attempts)))
     return "\n".join(lines)
-
-
-def seconds(text: str) -> float:
-    """argparse type: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
