@@ -1,8 +1,9 @@
-"""The producer's read-only SQL, and the small functions that run it.
+"""What ``producer balance`` and ``producer history`` read: one account's balance and
+its latest results.
 
-The statements are named constants so that ``python -m worker explain`` can show their
-plans and a reader finds every query the command line sends in one place. Parameters
-use the ``%(name)s`` style throughout.
+The history statement and the row mapping are :mod:`worker.results`'s (where
+``python -m worker explain`` also finds the history query to show its plan); the
+balance statement is here. Parameters use the ``%(name)s`` style.
 """
 
 from __future__ import annotations

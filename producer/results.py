@@ -7,7 +7,9 @@ may still be queued, in flight, or on its way to the dead-letter queue.
 
 Ids are looked up with plain ``IN (%s, ...)`` lists of at most :data:`CHUNK`
 placeholders, which DSQL plans as primary-key lookups (it prefers them to
-``= ANY(array)``); full chunks reuse one statement, so psycopg prepares it.
+``= ANY(array)``); full chunks reuse one statement, so psycopg prepares it. The
+columns and the row mapping are :mod:`worker.results`'s, the one place readers of
+results import them from.
 """
 
 from __future__ import annotations
