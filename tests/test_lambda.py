@@ -189,3 +189,25 @@ def test_started_record_gives_up_before_the_function_times_out(
         elapsed = time.monotonic() - started
     assert response == {"batchItemFailures": [{"itemIdentifier": stuck["messageId"]}]}
     assert elapsed < 4.0, "the record must fail while the function can still answer"
+
+
+def test_a_cold_start_imports_no_aws_sdk_until_sqs_is_needed(lambda_env: Settings) -> None:
+    """Importing the handler and building its service (pool, engine) loads no boto3:
+    a tenth of a second of every cold start goes to what most invocations never use.
+    The first SQS call (a dead letter, a delayed retry) brings it in."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from worker.transport import lambda_handler\n"
+        "service = lambda_handler._get_service()\n"
+        "print('boto3' in sys.modules, 'botocore' in sys.modules)\n"
+        "service.client.meta\n"
+        "print('boto3' in sys.modules)\n"
+        "service.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["False", "False", "True"]

@@ -24,7 +24,13 @@ from worker.engine import Availability, RetryPolicy, TransferEngine
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
 from worker.transport.consumer import Consumer, ConsumerConfig
-from worker.transport.sqs import DeadLetters, queue_url, sqs_client, visibility_timeout
+from worker.transport.sqs import (
+    DeadLetters,
+    LazyClient,
+    queue_url,
+    sqs_client,
+    visibility_timeout,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +105,9 @@ def build(settings: Settings, *, service_name: str, queue_required: bool = True)
         availability=availability,
         statements=settings.engine_statements,
     )
-    client = sqs_client(settings, max_pool_connections=settings.concurrency + 10)
+    client = LazyClient(
+        partial(sqs_client, settings, max_pool_connections=settings.concurrency + 10)
+    )
     url = queue_url(settings, client) if queue_required or settings.queue_url else None
     dead_letters = DeadLetters(client, settings.dlq_url, url or "") if settings.dlq_url else None
     return Service(settings, pool, metrics, engine, client, url, dead_letters, availability)

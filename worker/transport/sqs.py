@@ -15,10 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
 import structlog
-from botocore.config import Config
-from botocore.exceptions import NoRegionError
 
 from worker.dispatch.message import Message
 from worker.errors import QueueNotConfigured
@@ -48,8 +45,14 @@ def sqs_client(settings: Settings, *, max_pool_connections: int = 10) -> Any:
     """A thread-safe boto3 SQS client with a connection pool sized for our threads.
 
     Throttling and 5xx answers are retried by botocore itself (standard mode).
-    Raises :class:`QueueNotConfigured` when no region can be found.
+    Raises :class:`QueueNotConfigured` when no region can be found. boto3 is imported
+    here, not at module level: it is a tenth of a second of a Lambda's cold start, and
+    most invocations never need SQS (see :class:`LazyClient`).
     """
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import NoRegionError
+
     config = Config(
         max_pool_connections=max_pool_connections,
         retries={"mode": "standard", "max_attempts": 5},
@@ -63,6 +66,27 @@ def sqs_client(settings: Settings, *, max_pool_connections: int = 10) -> Any:
         raise QueueNotConfigured(
             "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
         ) from None
+
+
+class LazyClient:
+    """An SQS client made on first use, so that importing and wiring cost nothing.
+
+    The Lambda needs SQS only to dead-letter a malformed record or to delay a failed
+    one; building (and importing) boto3 at cold start would slow every first
+    invocation for them. Thread-safe: one client, made once.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return getattr(self._client, name)
 
 
 def queue_url(settings: Settings, client: Any) -> str:
