@@ -73,7 +73,7 @@ class ConnectionBudget:
     """The database connections a stack's workers can hold and open, at worst."""
 
     task_pool: int
-    """POOL_MAX_SIZE of one task (0 without Fargate)."""
+    """Connections one task can hold: POOL_MAX_SIZE x WORKER_PROCESSES (0 without Fargate)."""
     max_tasks: int
     lambda_pool: int
     """POOL_MAX_SIZE of one function environment (0 without Lambda)."""

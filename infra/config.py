@@ -338,10 +338,16 @@ class StackConfig:
         return min(self.pool_min_size, self.lambda_pool_max_size)
 
     @property
+    def worker_processes(self) -> int:
+        """WORKER_PROCESSES for the task: one consumer process per vCPU (1,024 CPU
+        units), since one Python process tops out near one core."""
+        return max(1, self.task_cpu // 1024)
+
+    @property
     def connections(self) -> ConnectionBudget:
         """What this configuration's workers can ask of DSQL, at worst."""
         return ConnectionBudget(
-            task_pool=self.pool_max_size if self.runs_fargate else 0,
+            task_pool=self.pool_max_size * self.worker_processes if self.runs_fargate else 0,
             max_tasks=self.max_tasks if self.runs_fargate else 0,
             lambda_pool=self.lambda_pool_max_size if self.runs_lambda else 0,
             lambda_environments=self.function_concurrency if self.runs_lambda else 0,

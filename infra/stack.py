@@ -435,6 +435,7 @@ class TransferStack(Stack):
             "DSQL_ENDPOINT": endpoint,
             "AWS_REGION": Aws.REGION,
             "DRAIN_TIMEOUT_S": str(config.drain_timeout_s),
+            "WORKER_PROCESSES": str(config.worker_processes),
             # The queue's own value, so the worker need not ask for it at start-up.
             "VISIBILITY_TIMEOUT_S": str(config.visibility_timeout_s),
         }

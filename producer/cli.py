@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
     except pydantic.ValidationError as exc:
         # Without input values: the environment may hold secrets.
-        return fail(f"invalid settings in the environment: {describe_validation(exc)}")
+        return fail(
+            f"invalid settings in the environment: {describe_validation(exc, whole='settings')}"
+        )
     try:
         return handler(args, settings)
     except NotConfigured as exc:

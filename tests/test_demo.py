@@ -24,6 +24,6 @@ def test_demo_runs_the_whole_pipeline_and_exits_zero() -> None:
     assert "  failed          0 (0.00 %)" in output
     assert "AUDIT ok" in output
     log_dir = Path(output.split("==> worker logs: ")[1].split()[0])
-    worker_log = (log_dir / "worker-0.log").read_text()
+    worker_log = (log_dir / "worker-1.log").read_text()
     assert '"worker stopped"' in worker_log
     assert worker_log.count('"event": "transfer"') == 200

@@ -726,6 +726,26 @@ def test_container_stop_timeout_exceeds_the_drain_deadline(
     assert container["StopTimeout"] == stop
 
 
+@pytest.mark.parametrize(
+    ("variant", "cpu", "processes"), [("default", 512, 1), ("private_link", 1024, 1)]
+)
+def test_task_runs_one_worker_process_per_vcpu(
+    variant: str, cpu: int, processes: int, request: pytest.FixtureRequest
+) -> None:
+    """WORKER_PROCESSES follows the task's CPU (one Python process tops out near a core)."""
+    synth: Synth = request.getfixturevalue(variant)
+    assert int(environment(synth.container())["WORKER_PROCESSES"]) == processes
+    assert config(taskCpu=str(cpu), taskMemoryMb=str(2 * cpu)).worker_processes == processes
+
+
+def test_bigger_tasks_run_more_processes_and_count_their_pools() -> None:
+    """4 vCPU: four consumer processes, each with its own pool in the connection budget."""
+    big = config(taskCpu="4096", taskMemoryMb="8192")
+    assert big.worker_processes == 4
+    assert big.connections.task_pool == 4 * big.pool_max_size
+    assert big.connections.open_connections == 2 * big.max_tasks * 4 * big.pool_max_size
+
+
 def test_container_is_read_only_with_a_writable_tmp(default: Synth) -> None:
     """The root filesystem is read-only; /tmp (the heartbeat file) is task storage; the
     health check is liveness (`worker health`, not `--ready`: holding back is healthy)."""

@@ -18,7 +18,7 @@ from worker.settings import Backend, Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
-CANDIDATES = ("3", "2", "1", "7", "0", "staging")
+CANDIDATES = ("3", "2", "1", "7", "0", "staging", "pipelined")
 """Environment strings tried, in order, for a valid non-default value of each field."""
 
 

@@ -15,6 +15,7 @@ from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.processes import WorkerFleet, child_environment
 from sandbox.sqs import LocalSqs, Queues
+from tests.support import body, result_count, send, wait_for
 from worker.contract import encode_body
 from worker.db import connect
 from worker.settings import Settings
@@ -101,3 +102,45 @@ def test_health_fails_without_a_running_worker(tmp_path: Path) -> None:
     os.utime(stale, (time.time() - 120, time.time() - 120))
     env["HEALTH_FILE"] = str(stale)
     assert health(env).returncode == 1
+
+
+def test_worker_processes_share_one_container_and_drain_together(
+    sqs_settings: Settings, local_sqs: LocalSqs, queues: Queues, tmp_path: Path
+) -> None:
+    """WORKER_PROCESSES=2: two consumer processes under one supervisor; its health file
+    appears once both children are healthy, both apply transfers, and one SIGTERM to
+    the supervisor drains both (exit 0, no process left behind)."""
+    reset_accounts(sqs_settings, 20, Decimal(1000))
+    assert sqs_settings.database_url is not None
+    env = child_environment(
+        sqs_settings.database_url.get_secret_value(),
+        local_sqs,
+        queues,
+        receive_wait_s=1,
+        pool_max_size=2,
+        worker_processes=2,
+    )
+    (supervisor,) = WorkerFleet(env, tmp_path).start_healthy(1)
+    children = [
+        int(pid)
+        for pid in Path(f"/proc/{supervisor.process.pid}/task/{supervisor.process.pid}/children")
+        .read_text()
+        .split()
+    ]
+    assert len(children) == 2
+    ids = [uuid.uuid4() for _ in range(100)]
+    send(
+        local_sqs,
+        queues.queue_url,
+        [body(1 + i % 10, 11 + i % 10, "1", tid) for i, tid in enumerate(ids)],
+    )
+    wait_for(lambda: result_count(sqs_settings) == len(ids), 60, "every result")
+    assert supervisor.terminate(40) == 0
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    with connect(sqs_settings) as conn:
+        appliers = conn.execute("SELECT count(*) FROM transfer_results").fetchone()
+        assert appliers == (len(ids),)
+        assert run_audit(conn).violations == []
+    log = supervisor.log_text()
+    assert '"worker processes started"' in log
+    assert log.count('"worker stopped"') == 2  # each child drained

@@ -91,15 +91,19 @@ class NotEnoughAccounts(OperationFailed):
     """``explain`` needs two existing accounts; run ``producer setup`` first."""
 
 
-def describe_validation(exc: ValidationError, *, env_names: bool = False) -> str:
+def describe_validation(
+    exc: ValidationError, *, env_names: bool = False, whole: str = "body"
+) -> str:
     """A pydantic error as one line: ``field: problem; ...`` (no input is echoed).
 
-    ``env_names`` upper-cases the field path, as the settings' environment variables.
+    ``env_names`` upper-cases the field path, as the settings' environment variables;
+    ``whole`` names an error about the whole object (a cross-field check).
     """
     parts = []
     for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or ("settings" if env_names else "body")
-        parts.append(f"{where.upper() if env_names else where}: {error['msg']}")
+        where = ".".join(str(p) for p in error["loc"])
+        where = where.upper() if env_names else where
+        parts.append(f"{where or whole}: {error['msg']}")
     return "; ".join(parts)
 
 

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         description="Dead-letter queue for malformed messages. Unset: malformed messages stay "
         "on the queue until its redrive policy moves them.",
     )
+    worker_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Consumer processes in this container (one Python process tops out "
+        "near one core): one per vCPU. They drain together on SIGTERM.",
+    )
     worker_concurrency: int | None = Field(
         default=None, ge=1, description="Transfers in flight per process; default POOL_MAX_SIZE."
     )

@@ -124,7 +124,7 @@ def environment_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigurationError(
-            "invalid settings: " + describe_validation(exc, env_names=True)
+            "invalid settings: " + describe_validation(exc, env_names=True, whole="settings")
         ) from None
 
 
@@ -177,9 +177,14 @@ def explain_command(_args: argparse.Namespace) -> int:
 
 def run_command(_args: argparse.Namespace) -> int:
     """The container's main process: the long-running SQS consumer."""
+    settings = load_settings()
+    if settings.worker_processes > 1:
+        from worker.transport.supervisor import run_processes
+
+        return run_processes(settings)
     from worker.transport.service import run_worker
 
-    return run_worker(load_settings())
+    return run_worker(settings)
 
 
 def health_command(args: argparse.Namespace) -> int:
