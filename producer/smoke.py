@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -45,11 +46,11 @@ from producer.smoke_transfers import (
     workload,
 )
 from worker.db import connect, create_pool
-from worker.errors import NotConfigured
+from worker.errors import NotConfigured, one_line
 from worker.ops.explain import explain_transfer
 from worker.ops.migrate import migrate
 from worker.ops.schema import TABLES, table_name
-from worker.settings import Settings
+from worker.settings import Settings, Statements
 
 
 @dataclass
@@ -70,9 +71,9 @@ class SmokeReport:
         """Record one step: ``ok`` with its detail, or FAIL with its problems."""
         problems = problems or []
         self.failures += [f"{name}: {p}" for p in problems]
-        self.lines.append(f"  {name:<13} {'FAIL' if problems else 'ok'}  {detail}")
+        self.lines.append(f"  {name:<22} {'FAIL' if problems else 'ok'}  {detail}")
         for problem in problems[:10]:
-            self.lines.append(f"                  - {problem}")
+            self.lines.append(f"{' ' * 27}- {problem}")
 
     def render(self) -> str:
         """The report as printed."""
@@ -116,16 +117,36 @@ def run_smoke(
             report.step("setup", f"{ACCOUNTS} accounts of {BALANCE}")
             with create_pool(scoped, min_size=1, max_size=threads) as pool:
                 pool.wait()
-                for step in transfer_steps(pool, workload(rng, transfers), threads):
-                    report.step(*step)
-                report.step(*round_trip_step(pool))
+                _both_engines(pool, rng, transfers, threads, report)
             _explain(scoped, report)
             _audit(scoped, report)
         except Exception as exc:  # noqa: BLE001 - a smoke test reports, it does not crash
-            report.step("error", "", [f"{type(exc).__name__}: {' '.join(str(exc).split())}"])
+            report.step("error", "", [f"{type(exc).__name__}: {one_line(exc)}"])
         finally:
             _drop(base, schema, report)
     return report
+
+
+def _both_engines(
+    pool: Any, rng: random.Random, transfers: int, threads: int, report: SmokeReport
+) -> None:
+    """The workload once per way of sending a transfer, then which ones the server took."""
+    accepted = []
+    for statements in Statements:
+        failures = len(report.failures)
+        try:
+            for step in transfer_steps(pool, workload(rng, transfers), threads, statements):
+                report.step(*step)
+            report.step(*round_trip_step(pool, statements))
+        except psycopg.Error as exc:
+            report.step(f"transfers [{statements.value}]", "", [f"refused: {one_line(exc)}"])
+        if len(report.failures) == failures:
+            accepted.append(statements.value)
+    report.step(
+        "engine",
+        "this server runs ENGINE_STATEMENTS=" + " and ".join(accepted) if accepted else "",
+        [] if accepted else ["neither way of sending a transfer worked"],
+    )
 
 
 def _migrate(settings: Settings, report: SmokeReport) -> None:

@@ -25,6 +25,7 @@ from producer.percentiles import latency_summary
 from worker.contract import TransferRequest
 from worker.engine import TransferEngine
 from worker.outcomes import Reason, Status, TransferResult
+from worker.settings import Statements
 
 ACCOUNTS = 10
 BALANCE = Decimal(10_000)
@@ -85,11 +86,15 @@ def workload(rng: random.Random, transfers: int) -> list[Expected]:
     return work
 
 
-def transfer_steps(pool: Any, work: list[Expected], threads: int) -> list[Step]:
+def transfer_steps(
+    pool: Any, work: list[Expected], threads: int, statements: Statements
+) -> list[Step]:
     """Apply ``work`` from ``threads`` threads at once (the conflicting duplicate last,
-    after its original) and check every outcome: the ``transfers``, ``retries`` and
-    ``latency ms`` steps."""
-    engine = TransferEngine(pool)
+    after its original) with the engine sending ``statements``, and check every outcome:
+    the ``transfers``, ``retries`` and ``latency ms`` steps, each tagged with the variant.
+    A statement the server refuses raises (psycopg's error)."""
+    engine = TransferEngine(pool, statements=statements)
+    tag = f" [{statements.value}]"
 
     def apply(expected: Expected) -> tuple[Expected, TransferResult, float]:
         started = time.perf_counter()
@@ -120,18 +125,18 @@ def transfer_steps(pool: Any, work: list[Expected], threads: int) -> list[Step]:
     latency = latency_summary(ms for _, r, ms in done if r.committed and not r.duplicate)
     return [
         (
-            "transfers",
+            "transfers" + tag,
             f"{len(done)} in {elapsed:.2f} s from {threads} threads: "
             + " ".join(f"{k}={v}" for k, v in sorted(kinds.items())),
             problems,
         ),
         (
-            "retries",
+            "retries" + tag,
             f"total={sum(retries)} max={max(retries)} per_transfer={sum(retries) / len(done):.3f}",
             [],
         ),
         (
-            "latency ms",
+            "latency ms" + tag,
             "no committed transfer"
             if latency is None
             else f"committed p50={latency.p50:.2f} p99={latency.p99:.2f} max={latency.max:.2f}",
@@ -140,9 +145,10 @@ def transfer_steps(pool: Any, work: list[Expected], threads: int) -> list[Step]:
     ]
 
 
-def round_trip_step(pool: Any) -> Step:
+def round_trip_step(pool: Any, statements: Statements) -> Step:
     """Median uncontended transfer time over the median round trip, on one connection."""
-    engine = TransferEngine(pool)
+    engine = TransferEngine(pool, statements=statements)
+    name = f"round trips [{statements.value}]"
     pings, transfers = [], []
     with pool.connection() as conn:
         for _ in range(30):
@@ -161,5 +167,5 @@ def round_trip_step(pool: Any) -> Step:
     if rtt < LOOPBACK_RTT_S:
         # On loopback client CPU, not the network, sets the time: the ratio means
         # nothing (tests/test_round_trips.py counts them on the wire instead).
-        return "round trips", f"not measurable on loopback ({timing})", []
-    return "round trips", f"~{transfer / rtt:.1f} per committed transfer ({timing})", []
+        return name, f"not measurable on loopback ({timing})", []
+    return name, f"~{transfer / rtt:.1f} per committed transfer ({timing})", []

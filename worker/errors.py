@@ -107,6 +107,12 @@ def describe_validation(
     return "; ".join(parts)
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (libpq's span several; a log line or a report
+    row should not)."""
+    return " ".join(str(exc).split())
+
+
 # --- database errors, classified -----------------------------------------------------
 
 

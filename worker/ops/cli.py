@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from worker import shutdown
 from worker.db import connect
-from worker.errors import ConfigurationError, OperationFailed, describe_validation
+from worker.errors import ConfigurationError, OperationFailed, describe_validation, one_line
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except psycopg.OperationalError as exc:
         # libpq's message names host and port, never the password or token.
-        print(f"error: database unavailable: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: database unavailable: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -210,7 +210,3 @@ def settings_markdown() -> str:
         description = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{env}` | {default} | {description} |")
     return "\n".join(rows) + "\n"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -37,7 +37,7 @@ import structlog
 from psycopg import sql
 
 from worker.engine import RetryPolicy
-from worker.errors import Fault, MigrationFailed, classify
+from worker.errors import Fault, MigrationFailed, classify, one_line
 from worker.ops.schema import (
     ADDED_COLUMNS,
     INDEXES,
@@ -305,7 +305,7 @@ def _build(conn: Connection, backend: Backend, index: Index) -> str:
             return ""
         if classify(exc) is Fault.CONFLICT:
             return f"conflict: {exc}"
-        return " ".join(str(exc).split())
+        return one_line(exc)
     return ""
 
 
