@@ -27,6 +27,7 @@ from bench.proxy import ProxyProcess
 from bench.round_trips import run_round_trips
 from bench.server import PGBENCH_DB, BenchServer, proxied
 from sandbox.sqs import LocalSqs
+from worker.settings import Settings
 
 T = TypeVar("T")
 CONCURRENCIES = (1, 4, 8)
@@ -34,6 +35,10 @@ DELAYS_S = (0.002, 0.005, 0.010)
 LATENCY_S = 0.001
 """One-way delay of the proxied engine-vs-pgbench comparison (2 ms round trip)."""
 LATENCY_CONCURRENCIES = (1, 4)
+BATCH = Settings().transfer_batch
+"""The batched runs use the default TRANSFER_BATCH: what a worker does out of the box."""
+BATCH_SWEEP = (1, 2, 4, 8, 16, 32)
+"""Batch sizes tried once each at 4 clients: the evidence for that default."""
 
 
 @dataclass(frozen=True)
@@ -196,20 +201,23 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
     run_engine(server.settings(), 1, duration_s=plan.warmup_s, warmup_s=0.5)
     pgbench.run_pgbench(program, endpoint, 1, duration_s=max(plan.warmup_s, 1))
     engine_runs: dict[int, list[EngineRun]] = {c: [] for c in CONCURRENCIES}
+    batched_runs: dict[int, list[EngineRun]] = {c: [] for c in CONCURRENCIES}
     pgbench_runs: dict[int, list[pgbench.PgbenchRun]] = {c: [] for c in CONCURRENCIES}
     data_dir = server.pg.data_dir
 
     def engine_once(c: int, seed: int) -> None:
-        engine_runs[c].append(
-            run_engine(
-                server.settings(),
-                c,
-                duration_s=plan.engine_s,
-                warmup_s=plan.warmup_s,
-                seed=seed,
-                pg_data_dir=data_dir,
+        for batch, runs in ((1, engine_runs), (BATCH, batched_runs)):
+            runs[c].append(
+                run_engine(
+                    server.settings(),
+                    c,
+                    duration_s=plan.engine_s,
+                    warmup_s=plan.warmup_s,
+                    seed=seed,
+                    pg_data_dir=data_dir,
+                    batch=batch,
+                )
             )
-        )
 
     def pgbench_once(c: int) -> None:
         pgbench_runs[c].append(
@@ -228,16 +236,25 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
                 pgbench_once(c)
             say(
                 f"  c={c} repeat {repeat + 1}: engine {engine_runs[c][-1].tps:,.0f} tps, "
+                f"batched ({BATCH}) {batched_runs[c][-1].tps:,.0f} tps, "
                 f"pgbench {pgbench_runs[c][-1].tps:,.0f} tps"
             )
     by_concurrency = {}
     for c in CONCURRENCIES:
         engine_tps = report.median([r.tps for r in engine_runs[c]])
         pgbench_tps = report.median([r.tps for r in pgbench_runs[c]])
+        batched_tps = report.median([r.tps for r in batched_runs[c]])
         by_concurrency[str(c)] = {
             "engine_tps": engine_tps,
             "pgbench_tps": pgbench_tps,
             "ratio": report.ratio(engine_tps, pgbench_tps),
+            "batched_tps": batched_tps,
+            "batched_ratio": report.ratio(batched_tps, pgbench_tps),
+            "batched_retries": sum(r.retries for r in batched_runs[c]),
+            "batched_client_cpu_us": report.median([r.client_cpu_us for r in batched_runs[c]]),
+            "batched_server_cpu_us": report.median(
+                [r.server_cpu_us or float("nan") for r in batched_runs[c]]
+            ),
             "engine_p50_ms": report.median([r.p50_ms for r in engine_runs[c]]),
             "engine_p99_ms": report.median([r.p99_ms for r in engine_runs[c]]),
             "engine_retries": sum(r.retries for r in engine_runs[c]),
@@ -255,8 +272,18 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
                 [r.latency_avg_ms or float("nan") for r in pgbench_runs[c]]
             ),
         }
+    sweep = []
+    for batch in BATCH_SWEEP:
+        run = run_engine(
+            server.settings(), 4, duration_s=plan.latency_s, warmup_s=plan.warmup_s, batch=batch
+        )
+        sweep.append({"batch": batch, "tps": run.tps, "retries": run.retries,
+                      "client_cpu_us": run.client_cpu_us, "p50_ms": run.p50_ms})  # fmt: skip
+        say(f"  batch {batch} at c=4: {run.tps:,.0f} tps, {run.retries} retries")
     return {
         "accounts": ACCOUNTS,
+        "batch": BATCH,
+        "batch_sweep": sweep,
         "pgbench_scale": scale,
         "pgbench_command": "pgbench -b tpcb-like -M prepared -c C -j C -T T",
         "duration_s": plan.engine_s,
@@ -274,6 +301,7 @@ def engine_vs_pgbench_latency(server: BenchServer, plan: Plan) -> dict[str, Any]
     program = server.pg.bin("pgbench")
     target = (server.endpoint().host, server.endpoint().port)
     engine_runs: dict[int, list[EngineRun]] = {c: [] for c in LATENCY_CONCURRENCIES}
+    batched_runs: dict[int, list[EngineRun]] = {c: [] for c in LATENCY_CONCURRENCIES}
     pgbench_runs: dict[int, list[pgbench.PgbenchRun]] = {c: [] for c in LATENCY_CONCURRENCIES}
     rtt: dict[str, float] = {}
     with ProxyProcess(target, LATENCY_S) as proxy:
@@ -291,32 +319,37 @@ def engine_vs_pgbench_latency(server: BenchServer, plan: Plan) -> dict[str, Any]
         )
         for repeat in range(plan.repeats):
             for c in LATENCY_CONCURRENCIES:
-                engine_runs[c].append(
-                    run_engine(
-                        settings, c, duration_s=plan.latency_s, warmup_s=1.0, seed=100 + repeat
-                    )
-                )
+                for batch, runs in ((1, engine_runs), (BATCH, batched_runs)):
+                    runs[c].append(
+                        run_engine(settings, c, duration_s=plan.latency_s, warmup_s=1.0,
+                                   seed=100 + repeat, batch=batch)
+                    )  # fmt: skip
                 pgbench_runs[c].append(
                     pgbench.run_pgbench(program, endpoint, c, duration_s=plan.latency_s)
                 )
                 say(
                     f"  +{LATENCY_S * 1000:g} ms, c={c} repeat {repeat + 1}: engine "
-                    f"{engine_runs[c][-1].tps:,.0f} tps, pgbench {pgbench_runs[c][-1].tps:,.0f} tps"
+                    f"{engine_runs[c][-1].tps:,.0f} tps, batched {batched_runs[c][-1].tps:,.0f} "
+                    f"tps, pgbench {pgbench_runs[c][-1].tps:,.0f} tps"
                 )
     by_concurrency = {}
     for c in LATENCY_CONCURRENCIES:
         engine_tps = report.median([r.tps for r in engine_runs[c]])
         pgbench_tps = report.median([r.tps for r in pgbench_runs[c]])
+        batched_tps = report.median([r.tps for r in batched_runs[c]])
         by_concurrency[str(c)] = {
             "engine_tps": engine_tps,
             "pgbench_tps": pgbench_tps,
             "ratio": report.ratio(engine_tps, pgbench_tps),
+            "batched_tps": batched_tps,
+            "batched_ratio": report.ratio(batched_tps, pgbench_tps),
             "engine_p50_ms": report.median([r.p50_ms for r in engine_runs[c]]),
             "pgbench_latency_avg_ms": report.median(
                 [r.latency_avg_ms or float("nan") for r in pgbench_runs[c]]
             ),
         }
     return {
+        "batch": BATCH,
         "one_way_delay_ms": LATENCY_S * 1000,
         "duration_s": plan.latency_s,
         "repeats": plan.repeats,

@@ -13,6 +13,7 @@ import random
 import statistics
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from typing import Any
 from bench.cpu import own_cpu_s, postgres_cpu_s
 from producer.load import plan_transfers
 from producer.percentiles import percentile
+from worker.contract import TransferRequest
 from worker.db import create_pool
 from worker.engine import RetryPolicy, TransferEngine
-from worker.outcomes import Status
+from worker.outcomes import Status, TransferResult
 from worker.settings import Settings
 
 ACCOUNTS = 100_000
@@ -58,10 +60,14 @@ def run_engine(
     seed: int = 0,
     pg_data_dir: Path | None = None,
     connection_kwargs: dict[str, Any] | None = None,
+    batch: int = 1,
 ) -> EngineRun:
     """Apply transfers from ``concurrency`` threads for ``warmup_s + duration_s``;
     count what completed inside the last ``duration_s``. ``connection_kwargs`` are
-    added to the pool's ``psycopg.connect`` arguments (``prepare_threshold``, say)."""
+    added to the pool's ``psycopg.connect`` arguments (``prepare_threshold``, say).
+    ``batch`` > 1: each thread applies ``batch`` transfers on disjoint accounts at a
+    time through ``apply_batch``, as an executor with TRANSFER_BATCH does; latency is
+    then the batch's, each of its transfers counted."""
     stop = threading.Event()
     done: list[list[tuple[float, float, int, bool]]] = [[] for _ in range(concurrency)]
     errors: list[BaseException] = []
@@ -78,15 +84,20 @@ def run_engine(
             mine = done[index]
             transfers = plan_transfers(ENDLESS, accounts, random.Random(seed * 1000 + index))
             try:
-                for request in transfers:
+                for requests in _disjoint(transfers, batch):
                     if stop.is_set():
                         return
                     started = time.perf_counter()
-                    result = engine.apply(request)
+                    if batch == 1:
+                        results = [engine.apply(requests[0])]
+                    else:
+                        outcomes = engine.apply_batch([(r, None) for r in requests]).outcomes
+                        results = [o for o in outcomes if isinstance(o, TransferResult)]
                     ended = time.perf_counter()
-                    mine.append(
+                    mine.extend(
                         (ended, ended - started, result.attempts,
                          result.status is Status.COMMITTED)
+                        for result in results
                     )  # fmt: skip
             except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
                 errors.append(exc)
@@ -126,3 +137,19 @@ def run_engine(
         client_cpu_us=1e6 * (cpu_end - cpu_start) / max(len(committed), 1),
         server_cpu_us=1e6 * (pg_end - pg_start) / max(len(committed), 1) if pg_data_dir else None,
     )
+
+
+def _disjoint(transfers: Iterable[TransferRequest], size: int) -> Iterator[list[TransferRequest]]:
+    """``transfers`` in groups of ``size`` on pairwise disjoint accounts (a transfer that
+    shares an account with its group starts the next one), as the dispatcher forms them."""
+    group: list[TransferRequest] = []
+    held: set[int] = set()
+    for request in transfers:
+        keys = {request.payer_id, request.payee_id}
+        if len(group) == size or keys & held:
+            yield group
+            group, held = [], set()
+        group.append(request)
+        held |= keys
+    if group:
+        yield group

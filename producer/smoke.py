@@ -41,6 +41,7 @@ from producer.audit import run_audit
 from producer.smoke_transfers import (
     ACCOUNTS,
     BALANCE,
+    batch_step,
     round_trip_step,
     transfer_steps,
     workload,
@@ -142,6 +143,8 @@ def _both_engines(
             report.step(f"transfers [{statements.value}]", "", [f"refused: {one_line(exc)}"])
         if len(report.failures) == failures:
             accepted.append(statements.value)
+    if Statements.SINGLE.value in accepted:
+        report.step(*batch_step(pool))
     report.step(
         "engine",
         "this server runs ENGINE_STATEMENTS=" + " and ".join(accepted) if accepted else "",

@@ -169,3 +169,35 @@ def round_trip_step(pool: Any, statements: Statements) -> Step:
         # nothing (tests/test_round_trips.py counts them on the wire instead).
         return name, f"not measurable on loopback ({timing})", []
     return name, f"~{transfer / rtt:.1f} per committed transfer ({timing})", []
+
+
+def batch_step(pool: Any) -> Step:
+    """Four transfers on disjoint accounts through the batch statement (TRANSFER_BATCH):
+    two commit, two are rejected, each with its own outcome. A server that refuses the
+    statement is reported, not failed: the worker then applies each transfer alone and
+    turns batching off by itself."""
+    engine = TransferEngine(pool)
+
+    def expected(
+        payer: int, payee: int, amount: Decimal, status: Status, reason: Reason | None = None
+    ) -> Expected:
+        request = TransferRequest(
+            transfer_id=uuid.uuid4(), payer_id=payer, payee_id=payee, amount=amount
+        )
+        return Expected(request, status, reason)
+
+    work = [
+        expected(4, 5, Decimal(1), Status.COMMITTED),
+        expected(6, 7, Decimal(1), Status.COMMITTED),
+        expected(8, 9, BALANCE * 10, Status.REJECTED, Reason.INSUFFICIENT_FUNDS),
+        expected(10, MISSING, Decimal(1), Status.REJECTED, Reason.PAYEE_NOT_FOUND),
+    ]
+    batched = engine.apply_batch([(e.request, None) for e in work])
+    if batched.fell_back:
+        return "batch", "refused by this server: the worker applies one transfer at a time", []
+    problems = [
+        f"{e.request.transfer_id}: {got}, expected {e.status}/{e.reason}"
+        for e, got in zip(work, batched.outcomes, strict=True)
+        if not isinstance(got, TransferResult) or (got.status, got.reason) != (e.status, e.reason)
+    ]
+    return "batch", f"{len(work)} transfers in one statement, each its own outcome", problems

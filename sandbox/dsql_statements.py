@@ -46,6 +46,7 @@ from worker.contract import TransferRequest
 from worker.db import TransferPool, connect, create_pool, purge_broken
 from worker.engine import TransferEngine
 from worker.ops.migrate import migrate
+from worker.outcomes import TransferResult
 from worker.settings import Backend, Settings, Statements
 
 DOCUMENT = Path("docs/dsql-statements.md")
@@ -141,6 +142,26 @@ STATEMENTS: tuple[tuple[re.Pattern[str], Support], ...] = (
             "the guide describes WITH for SELECT; WITH clauses that write are only in the "
             "grammar. `python -m producer smoke` runs it on a real cluster, and "
             "ENGINE_STATEMENTS=pipelined sends documented statements instead",
+        ),
+    ),
+    (
+        re.compile(r"WITH input AS \(SELECT \* FROM unnest\(.* ORDER BY i\.ordinal"),
+        Support(
+            "WITH input AS (SELECT * FROM unnest($1::int[], ...)), ... (INSERT ... SELECT "
+            "... ON CONFLICT DO NOTHING RETURNING), ... (UPDATE ... FROM ... RETURNING) "
+            "SELECT ... (TRANSFER_BATCH: k transfers in one statement)",
+            (
+                f"user guide, [Supported data types]({GUIDE}working-with-postgresql-"
+                "compatibility-supported-data-types.html) (query runtime data types): "
+                "arrays as parameters and expressions, not as columns",
+                f"{GRAMMAR}: `func_table` in `table_ref` (a set-returning function in "
+                "FROM, `unnest` with several arrays included), `common_table_expr` with "
+                "`InsertStmt` and `UpdateStmt`, `UpdateStmt` = `... SET ... from_clause "
+                "where_or_current_clause returning_clause`",
+            ),
+            "unnest and WITH clauses that write are in the grammar, not in the guide. "
+            "`python -m producer smoke` runs a batch; a server that refuses it costs "
+            "one round trip, then the worker applies one transfer at a time",
         ),
     ),
     (
@@ -318,6 +339,31 @@ CASES: tuple[Case, ...] = (
     Case("pool_check", "Pool check after a connection fault (`purge_broken`)", _pool_check),
 )
 
+
+def _batch(bench: Bench) -> str:
+    items = [_request(3, 4, "1"), _request(5, 6, "1000"), _request(7, 99, "1"), FIRST]
+    batched = bench.engine.apply_batch([(item, None) for item in items])
+    outcomes = [
+        o.status.value
+        + (f" ({o.reason.value})" if o.reason else "")
+        + (", duplicate" if o.duplicate else "")
+        if isinstance(o, TransferResult)
+        else type(o).__name__
+        for o in batched.outcomes
+    ]
+    return "; ".join(outcomes) + (", fell back" if batched.fell_back else "")
+
+
+BATCH_CASES: tuple[Case, ...] = (
+    Case(
+        "batch",
+        "A batch (TRANSFER_BATCH): four transfers on disjoint accounts, one statement "
+        "(committed, insufficient funds, payee not found, a repeat of the committed transfer)",
+        _batch,
+    ),
+)
+"""Only with ENGINE_STATEMENTS=single: the pipelined variant does not batch."""
+
 DEFAULT_CASES: tuple[Case, ...] = (
     Case(
         "default_committed",
@@ -369,7 +415,7 @@ def measure(settings: Settings) -> Measurement:
         conn.execute("UPDATE accounts SET balance = 999999999999 WHERE id = 10")
     faults = DsqlFaults(url).install()
     try:
-        dsql = _run(settings, faults, CASES, prepare_threshold=None, warm_up=1)
+        dsql = _run(settings, faults, CASES + BATCH_CASES, prepare_threshold=None, warm_up=1)
         reset_accounts(settings, 10, Decimal(100))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("UPDATE accounts SET balance = 999999999999 WHERE id = 10")

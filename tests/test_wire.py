@@ -108,6 +108,7 @@ def test_round_trips_per_outcome(measurement: Measurement) -> None:
         "conflicting_duplicate": 1,
         "retried_conflict": 2,
         "pool_check": 1,
+        "batch": 1,
     }
 
 

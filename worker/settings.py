@@ -103,6 +103,21 @@ class Settings(BaseSettings):
         "statements the user guide documents, sent in one pipeline (also one round trip).",
     )
 
+    transfer_batch: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Transfers on disjoint, cold accounts the container worker may apply "
+        "as one statement (one round trip, one commit, each its own outcome); 1 disables. "
+        "Only with ENGINE_STATEMENTS=single; the Lambda applies one at a time.",
+    )
+    hot_account_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds an account that conflicted stays out of batches (its "
+        "transfers run alone, with their own retries).",
+    )
+
     # --- transfer retry policy ----------------------------------------------------
     max_attempts: int = Field(
         default=30,

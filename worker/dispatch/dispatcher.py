@@ -27,18 +27,20 @@ batch.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import structlog
 
 from worker.contract import TransferRequest, parse_body
+from worker.dispatch.batching import Batching, HotAccounts
 from worker.dispatch.fifo import FifoGroups
 from worker.dispatch.message import Message
 from worker.dispatch.metrics import Metrics
 from worker.dispatch.scheduler import AccountScheduler, Slot
 from worker.engine import TransferEngine
-from worker.errors import MalformedRequest, RetryableTransferError
+from worker.errors import ConflictRetriesExhausted, Fault, MalformedRequest, RetryableTransferError
 from worker.outcomes import TransferResult
 from worker.redelivery import RedeliverySchedule
 
@@ -76,11 +78,17 @@ class Dispatcher:
     """Parses, schedules and applies messages through one engine; thread-safe."""
 
     def __init__(
-        self, engine: TransferEngine, metrics: Metrics, redelivery: RedeliverySchedule
+        self,
+        engine: TransferEngine,
+        metrics: Metrics,
+        redelivery: RedeliverySchedule,
+        batching: Batching | None = None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._redelivery = redelivery
+        self._batching = batching or Batching()
+        self._hot = HotAccounts(self._batching.hot_window_s)
         self._scheduler: AccountScheduler[Job] = AccountScheduler()
         self._fifo = FifoGroups()
 
@@ -104,7 +112,42 @@ class Dispatcher:
         """The oldest job whose accounts are free, now holding them; None on timeout."""
         return self._scheduler.take(timeout=timeout)
 
+    def take_batch(self, timeout: float) -> list[Slot[Job]]:
+        """The oldest runnable job and, when it may batch, up to ``Batching.size - 1``
+        more runnable jobs that may join it (:mod:`.batching`); empty on timeout."""
+        first = self.take(timeout)
+        if first is None:
+            return []
+        if self._batching.size == 1 or not self._batchable(first.job):
+            return [first]
+        ids = {first.job.request.transfer_id}
+
+        def joins(job: Job) -> bool:
+            # Called only for a job the scheduler would hand out: accepting takes it.
+            if not self._batchable(job) or job.request.transfer_id in ids:
+                return False
+            ids.add(job.request.transfer_id)
+            return True
+
+        return [first, *self._scheduler.take_more(self._batching.size - 1, joins)]
+
+    def _batchable(self, job: Job) -> bool:
+        request = job.request
+        return job.message.group_id is None and not self._hot.any_hot(
+            request.payer_id, request.payee_id
+        )
+
     # --- the step ----------------------------------------------------------------------
+
+    def run_all(self, slots: list[Slot[Job]], *, budget_s: float | None = None) -> list[Verdict]:
+        """:meth:`run` for what :meth:`take_batch` returned: one statement for a batch."""
+        if len(slots) == 1:
+            return [self.run(slots[0], budget_s=budget_s)]
+        try:
+            return self._apply_batch([slot.job for slot in slots])
+        finally:
+            for slot in slots:
+                self._scheduler.done(slot)
 
     def run(self, slot: Slot[Job], *, budget_s: float | None = None) -> Verdict:
         """Apply the job (unless its FIFO group is held back) and release its accounts.
@@ -131,39 +174,77 @@ class Dispatcher:
         return Verdict(Action.RETRY, delay_s=0, error="not started")
 
     def _apply(self, job: Job, budget_s: float | None) -> Verdict:
-        message, request = job.message, job.request
-        with structlog.contextvars.bound_contextvars(
-            message_id=message.message_id, transfer_id=str(request.transfer_id)
-        ):
+        with _bound(job):
             try:
-                result = self._engine.apply(request, enqueued_at=message.sent_at, budget_s=budget_s)
-            except RetryableTransferError as exc:
-                log.warning(
-                    "transfer failed, will be redelivered",
-                    outcome="failed",
-                    attempts=exc.attempts,
-                    receive_count=message.receive_count,
-                    error=str(exc),
+                result = self._engine.apply(
+                    job.request, enqueued_at=job.message.sent_at, budget_s=budget_s
                 )
-                self._metrics.failed(exc.attempts)
-                return self._retry(message, str(exc))
-            except Exception as exc:
-                log.exception("unexpected error, message left for redelivery")
-                self._metrics.failed(1)
-                return self._retry(message, f"{type(exc).__name__}: {exc}")
-            log.info(
-                "transfer",
-                outcome=result.status.value,
-                reason=result.reason.value if result.reason else None,
-                duplicate=result.duplicate,
-                attempts=result.attempts,
-                receive_count=message.receive_count,
-                transaction_ms=None
-                if result.transaction_ms is None
-                else round(result.transaction_ms, 3),
-            )
-        self._metrics.outcome(result, end_to_end_ms=message.end_to_end_ms())
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a verdict
+                return self._failed(job, exc)
+            return self._applied(job, result, batch=1)
+
+    def _apply_batch(self, jobs: list[Job]) -> list[Verdict]:
+        try:
+            batched = self._engine.apply_batch([(job.request, job.message.sent_at) for job in jobs])
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a verdict
+            verdicts = []
+            for job in jobs:
+                with _bound(job):
+                    verdicts.append(self._failed(job, exc))
+            return verdicts
+        if batched.refused:
+            # The server refused the statement itself: it will again. Stop batching.
+            log.warning("the database refused the batch statement: batching is off")
+            self._batching = replace(self._batching, size=1)
+        if batched.fault is Fault.CONFLICT:
+            # Which account conflicted is unknown: keep all of them out for the window.
+            self._hot.mark(a for job in jobs for a in (job.request.payer_id, job.request.payee_id))
+        verdicts = []
+        for job, outcome in zip(jobs, batched.outcomes, strict=True):
+            with _bound(job):
+                if isinstance(outcome, Exception):
+                    verdicts.append(self._failed(job, outcome))
+                else:
+                    verdicts.append(self._applied(job, outcome, batch=len(jobs)))
+        return verdicts
+
+    def _applied(self, job: Job, result: TransferResult, *, batch: int) -> Verdict:
+        """An outcome is recorded: the one ``transfer`` log line, metrics, ACK."""
+        if result.attempts > 1:
+            self._hot.mark((job.request.payer_id, job.request.payee_id))
+        log.info(
+            "transfer",
+            outcome=result.status.value,
+            reason=result.reason.value if result.reason else None,
+            duplicate=result.duplicate,
+            attempts=result.attempts,
+            receive_count=job.message.receive_count,
+            batch=batch,
+            transaction_ms=None
+            if result.transaction_ms is None
+            else round(result.transaction_ms, 3),
+        )
+        self._metrics.outcome(result, end_to_end_ms=job.message.end_to_end_ms())
         return Verdict(Action.ACK, result=result)
+
+    def _failed(self, job: Job, exc: Exception) -> Verdict:
+        """Nothing applied: log why, count it, RETRY on the redelivery schedule."""
+        message = job.message
+        if isinstance(exc, ConflictRetriesExhausted):
+            self._hot.mark((job.request.payer_id, job.request.payee_id))
+        if isinstance(exc, RetryableTransferError):
+            log.warning(
+                "transfer failed, will be redelivered",
+                outcome="failed",
+                attempts=exc.attempts,
+                receive_count=message.receive_count,
+                error=str(exc),
+            )
+            self._metrics.failed(exc.attempts)
+            return self._retry(message, str(exc))
+        log.error("unexpected error, message left for redelivery", exc_info=exc)
+        self._metrics.failed(1)
+        return self._retry(message, f"{type(exc).__name__}: {exc}")
 
     def _retry(self, message: Message, error: str) -> Verdict:
         return Verdict(
@@ -193,6 +274,13 @@ class Dispatcher:
     def size(self) -> int:
         """Jobs waiting plus jobs running."""
         return self._scheduler.size
+
+
+def _bound(job: Job) -> AbstractContextManager[None]:
+    """Every log line inside names the message and the transfer."""
+    return structlog.contextvars.bound_contextvars(
+        message_id=job.message.message_id, transfer_id=str(job.request.transfer_id)
+    )
 
 
 def _exclusive_keys(message: Message, request: TransferRequest) -> set[Hashable]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -59,6 +59,24 @@ class AccountScheduler(Generic[T]):
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
+
+    def take_more(self, count: int, accept: Callable[[T], bool]) -> list[Slot[T]]:
+        """Up to ``count`` more runnable jobs that ``accept`` takes, without waiting
+        (the rest of a batch). The same order rules as :meth:`take`: a job passed over
+        still blocks later jobs on its keys."""
+        taken: list[Slot[T]] = []
+        with self._cond:
+            blocked = set(self._busy)
+            for slot in list(self._waiting):
+                if len(taken) >= count:
+                    break
+                if not (slot.keys & blocked) and accept(slot.job):
+                    self._waiting.remove(slot)
+                    self._busy |= slot.keys
+                    self._running += 1
+                    taken.append(slot)
+                blocked |= slot.keys
+        return taken
 
     def done(self, slot: Slot[T]) -> None:
         """Release the accounts of a job returned by :meth:`take`."""

@@ -15,7 +15,7 @@ result nor our own row came back (another delivery's insert won; read it next ti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +25,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from worker.contract import AMOUNT_LIMIT, TransferRequest, fits_numeric
-from worker.engine.sql import BEGIN, COMMIT, MOVE, RECORD, SELECT_RESULT, TRANSFER
+from worker.engine.sql import BEGIN, COMMIT, MOVE, RECORD, SELECT_RESULT, TRANSFER, TRANSFERS
 from worker.outcomes import Reason, Status, TransferResult
 from worker.results import result_from_row
 
@@ -81,6 +81,46 @@ def single(
     if row[0] is not None:
         return repeat(request, row[_EARLIER], attempt)
     return _recorded(request, values, row[_RECORDED], attempt)
+
+
+def batch(
+    items: Sequence[tuple[TransferRequest, Reason | None, datetime | None]], conn: Connection
+) -> list[TransferResult | None]:
+    """k transfers on pairwise disjoint accounts, with distinct ids, as one statement
+    (one round trip, one commit): their outcomes in order. All or nothing: an error
+    leaves every one unapplied. None for a transfer whose result row another delivery
+    inserted after our snapshot (:class:`Raced`): the others are committed, that one
+    must be read again on its own."""
+    if len({request.transfer_id for request, _, _ in items}) != len(items):
+        # Two rows for one id would both join the one recorded row and move twice.
+        raise ValueError("a batch must not hold one transfer_id twice")
+    rows = [params(request, reason, enqueued_at, 1) for request, reason, enqueued_at in items]
+    arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in _BATCHED}
+    arrays.update(
+        ordinal=list(range(len(rows))),
+        amount_limit=AMOUNT_LIMIT,
+        completed_at=rows[0]["completed_at"],
+    )
+    answers = conn.execute(TRANSFERS, arrays).fetchall()
+    results: list[TransferResult | None] = []
+    for (request, _, _), row, sent in zip(items, answers, rows, strict=True):
+        if row[_BATCH_EARLIER][0] is not None:
+            results.append(repeat(request, row[_BATCH_EARLIER], 1))
+            continue
+        try:
+            results.append(_recorded(request, sent, row[_BATCH_RECORDED], 1))
+        except Raced:
+            results.append(None)
+    return results
+
+
+_BATCHED = ("transfer_id", "payer_id", "payee_id", "amount", "recorded_amount", "reason",
+            "enqueued_at")  # fmt: skip
+"""The per-transfer parameters TRANSFERS takes as arrays, one element per transfer."""
+_BATCH_EARLIER = slice(1, 12)
+"""TRANSFERS' answer: the row's ordinal, then the earlier result's columns..."""
+_BATCH_RECORDED = slice(12, 16)
+"""...then what the statement recorded for it, as TRANSFER's row."""
 
 
 def pipelined(

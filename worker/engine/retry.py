@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -23,9 +23,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from worker.contract import TransferRequest, rejection_reason
 from worker.db import purge_broken
-from worker.engine.attempt import Attempt, Raced, pipelined, single
+from worker.engine.attempt import Attempt, Raced, batch, pipelined, single
 from worker.engine.availability import Availability
-from worker.errors import ConflictRetriesExhausted, DatabaseUnavailable, Fault, classify
+from worker.errors import (
+    ConflictRetriesExhausted,
+    DatabaseUnavailable,
+    Fault,
+    classify,
+    one_line,
+)
 from worker.outcomes import TransferResult
 from worker.settings import Settings, Statements
 
@@ -67,6 +73,21 @@ class RetryPolicy:
         return _JITTER.uniform(0, ceiling)
 
 
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """What :meth:`TransferEngine.apply_batch` did: an outcome per transfer, in order,
+    or the exception its own attempt ended in (a
+    :class:`~worker.errors.RetryableTransferError`, or anything a single transfer can
+    raise); whether the batch statement failed so its transfers ran one by one; the
+    fault, when that was a conflict or a connection fault; and whether the server
+    refused the statement itself (it will again: stop batching)."""
+
+    outcomes: Sequence[TransferResult | Exception]
+    fell_back: bool = False
+    fault: Fault | None = None
+    refused: bool = False
+
+
 class TransferEngine:
     """Applies :class:`TransferRequest` values to the database, each exactly once.
 
@@ -106,11 +127,93 @@ class TransferEngine:
         faults outlast the retry policy; nothing is applied in that case. ``budget_s``
         can only shorten the policy's time budget (a Lambda's remaining time).
         """
+        return self._apply(request, enqueued_at, budget_s, tried=0)
+
+    def _apply(
+        self,
+        request: TransferRequest,
+        enqueued_at: datetime | None,
+        budget_s: float | None,
+        *,
+        tried: int,
+    ) -> TransferResult:
         attempt: Attempt = partial(self._attempt, request, rejection_reason(request), enqueued_at)
         budget = self._policy.budget_s if budget_s is None else min(budget_s, self._policy.budget_s)
-        return self._run(request, attempt, budget)
+        return self._run(request, attempt, budget, tried=tried)
 
-    def _run(self, request: TransferRequest, step: Attempt, budget_s: float) -> TransferResult:
+    def apply_batch(self, items: Sequence[tuple[TransferRequest, datetime | None]]) -> Batched:
+        """Apply transfers on pairwise disjoint accounts, with distinct ids, in one
+        statement, once. If that fails (nothing applied: it is one implicit
+        transaction), apply each on its own with the retry policy, the batch counted
+        as its first attempt. A batch never retries as a batch, so one hot account
+        cannot make a retry chain of the others; the caller learns the fault and can
+        keep the accounts out of its next batches. Any database error falls back, not
+        only the transient ones: a server that refuses the batch statement (one that
+        does not take ``unnest`` of arrays, say) must not send good transfers towards
+        the DLQ, and every one of them then meets the single statement instead."""
+        prepared = [(request, rejection_reason(request), sent) for request, sent in items]
+        if self._attempt is pipelined:
+            # The documented-SQL variant sends no WITH clause that writes: no batches.
+            return Batched(self._one_by_one(items, [None] * len(items), tried=0))
+        if self._availability is not None and self._availability.down:
+            # Each alone fails fast without an attempt, as a single would.
+            return Batched(self._one_by_one(items, [None] * len(items), tried=0), True)
+        fault: Fault | None = None
+        try:
+            with self._pool.connection(timeout=self._policy.budget_s) as conn:
+                answers = batch(prepared, conn)
+        except (psycopg.Error, PoolTimeout, Raced) as exc:
+            fault = Fault.CONFLICT if isinstance(exc, Raced) else classify(exc)
+            if fault is None:
+                log.warning(
+                    "batch statement failed, applying its transfers one by one",
+                    sqlstate=getattr(exc, "sqlstate", None),
+                    error=one_line(exc),
+                )
+            else:
+                log.debug("batch failed, applying its transfers one by one", fault=fault.value)
+            if fault is Fault.CONNECTION:
+                self._purge()
+            # Feature not supported, or the statement does not parse or type-check: the
+            # server refuses the statement, not these transfers, and tried none of them.
+            refused = fault is None and str(getattr(exc, "sqlstate", ""))[:2] in ("0A", "42")
+            outcomes = self._one_by_one(items, [None] * len(items), tried=0 if refused else 1)
+            return Batched(outcomes, True, fault, refused)
+        return Batched(self._one_by_one(items, answers, tried=1))
+
+    def _one_by_one(
+        self,
+        items: Sequence[tuple[TransferRequest, datetime | None]],
+        answers: Sequence[TransferResult | None],
+        *,
+        tried: int,
+    ) -> list[TransferResult | Exception]:
+        """The batch's answers, each missing one applied alone after ``tried`` attempts.
+        Never raises: one transfer's error is its own outcome, not its neighbours'."""
+        outcomes: list[TransferResult | Exception] = []
+        for (request, sent), answer in zip(items, answers, strict=True):
+            if answer is not None:
+                outcomes.append(answer)
+            elif tried >= self._policy.max_attempts:
+                outcomes.append(
+                    ConflictRetriesExhausted(
+                        f"transfer {request.transfer_id} not applied: its batch failed and "
+                        f"MAX_ATTEMPTS is {self._policy.max_attempts}",
+                        attempts=tried,
+                        elapsed_s=0.0,
+                    )
+                )
+            else:
+                try:
+                    outcomes.append(self._apply(request, sent, None, tried=tried))
+                except Exception as exc:  # noqa: BLE001 - the dispatcher's verdict per transfer
+                    outcomes.append(exc)
+        return outcomes
+
+    def _run(
+        self, request: TransferRequest, step: Attempt, budget_s: float, *, tried: int
+    ) -> TransferResult:
+        """Attempts ``tried + 1`` onwards (``tried``: made already, in a failed batch)."""
         policy = self._policy
         started = time.monotonic()
         deadline = started + budget_s
@@ -122,7 +225,7 @@ class TransferEngine:
                 attempts=0,
                 elapsed_s=0.0,
             )
-        attempt = 1
+        attempt = tried + 1
         connection_faults = 0
         while True:
             try:

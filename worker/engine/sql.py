@@ -34,20 +34,37 @@ from typing import LiteralString
 
 from worker.results import RESULT_COLUMNS
 
+
 # The verdict, from the snapshot's balances. NULL means the money may move; anything
 # else is the rejection reason. A reason the client already knows (same_account,
 # invalid_amount: no account needs reading) comes in as %(reason)s and wins.
 # (The last WHEN: the credit must still fit numeric(18,6). The SQL itself carries no
 # comments: they would be sent, and logged, with every transfer.)
-_VERDICT: LiteralString = """
+def _verdict(reason: LiteralString, amount: LiteralString) -> LiteralString:
+    """The CASE deciding a transfer: ``reason`` and ``amount`` are the SQL for the
+    reason validation found (or NULL) and the amount, a parameter or a column."""
+    return (
+        """
         CASE
-            WHEN %(reason)s::varchar IS NOT NULL THEN %(reason)s::varchar
+            WHEN """
+        + reason
+        + " IS NOT NULL THEN "
+        + reason
+        + """
             WHEN payer.balance IS NULL THEN 'payer_not_found'
             WHEN payee.balance IS NULL THEN 'payee_not_found'
-            WHEN payer.balance < %(amount)s::numeric THEN 'insufficient_funds'
-            WHEN payee.balance + %(amount)s::numeric >= %(amount_limit)s::numeric
+            WHEN payer.balance < """
+        + amount
+        + """ THEN 'insufficient_funds'
+            WHEN payee.balance + """
+        + amount
+        + """ >= %(amount_limit)s::numeric
                 THEN 'balance_overflow'
         END"""
+    )
+
+
+_VERDICT = _verdict("%(reason)s::varchar", "%(amount)s::numeric")
 
 # Both balances as one row, NULL where the account does not exist.
 _BALANCES: LiteralString = """
@@ -103,6 +120,52 @@ TRANSFER: LiteralString = (
     " FROM (SELECT 1) AS one LEFT JOIN earlier ON true LEFT JOIN recorded ON true"
 )
 """The whole transfer as one statement (``ENGINE_STATEMENTS=single``)."""
+
+# --- k transfers in one statement, for accounts that do not conflict ----------------
+
+TRANSFERS: LiteralString = (
+    "WITH"
+    # The batch as rows: one per transfer, the arrays in the same order. The
+    # dispatcher only batches transfers on disjoint accounts, so each account row
+    # below changes at most once.
+    " input AS (SELECT * FROM unnest(%(ordinal)s::int[], %(transfer_id)s::uuid[],"
+    " %(payer_id)s::int[], %(payee_id)s::int[], %(amount)s::numeric[],"
+    " %(recorded_amount)s::numeric[], %(reason)s::varchar[], %(enqueued_at)s::timestamptz[])"
+    " AS i (ordinal, transfer_id, payer_id, payee_id, amount, recorded_amount, given_reason,"
+    " enqueued_at)),"
+    # 1-4 as in TRANSFER, for every row at once.
+    " earlier AS (SELECT " + RESULT_COLUMNS + " FROM transfer_results"
+    " WHERE transfer_id IN (SELECT transfer_id FROM input)),"
+    " decided AS (SELECT i.*," + _verdict("i.given_reason", "i.amount") + " AS reason,"
+    " payer.balance AS payer_balance FROM input AS i"
+    " LEFT JOIN accounts AS payer ON payer.id = i.payer_id"
+    " LEFT JOIN accounts AS payee ON payee.id = i.payee_id"
+    " WHERE NOT EXISTS (SELECT 1 FROM earlier AS e WHERE e.transfer_id = i.transfer_id)),"
+    " recorded AS (INSERT INTO transfer_results (" + RESULT_COLUMNS + ")"
+    " SELECT transfer_id, payer_id, payee_id, recorded_amount,"
+    " CASE WHEN reason IS NULL THEN 'committed' ELSE 'rejected' END, reason,"
+    " CASE WHEN reason IS NULL THEN payer_balance - amount END, 1,"
+    " CASE WHEN reason IS NULL"
+    " THEN 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp()) END,"
+    " enqueued_at, %(completed_at)s FROM decided"
+    " ON CONFLICT (transfer_id) DO NOTHING"
+    " RETURNING transfer_id, status, reason, payer_balance, transaction_ms),"
+    # Each committed transfer's two balance changes, then one UPDATE for all of them.
+    " moves AS (SELECT d.payer_id AS id, -d.amount AS delta FROM decided AS d"
+    " JOIN recorded AS r ON r.transfer_id = d.transfer_id WHERE r.status = 'committed'"
+    " UNION ALL SELECT d.payee_id, d.amount FROM decided AS d"
+    " JOIN recorded AS r ON r.transfer_id = d.transfer_id WHERE r.status = 'committed'),"
+    " moved AS (UPDATE accounts AS a SET balance = a.balance + m.delta FROM moves AS m"
+    " WHERE a.id = m.id RETURNING a.id)"
+    # One row per transfer, in input order: as TRANSFER's row, after its ordinal.
+    " SELECT i.ordinal, e.transfer_id, e.payer_id, e.payee_id, e.amount, e.status,"
+    " e.reason, e.payer_balance, e.attempts, e.transaction_ms, e.enqueued_at,"
+    " e.completed_at, r.status, r.reason, r.payer_balance, r.transaction_ms,"
+    " (SELECT count(*) FROM moved)"
+    " FROM input AS i LEFT JOIN earlier AS e ON e.transfer_id = i.transfer_id"
+    " LEFT JOIN recorded AS r ON r.transfer_id = i.transfer_id ORDER BY i.ordinal"
+)
+"""Up to ``TRANSFER_BATCH`` transfers on disjoint accounts in one statement."""
 
 # --- the pipelined variant: documented statements, one sync ---------------------------
 

@@ -6,8 +6,9 @@ Threads, each with one job:
   executors never wait for a whole batch to finish before the next receive (the
   classic 10-in-flight stall of simple consumers);
 - **executors** (``concurrency`` of them, one per pooled connection by default) take
-  the oldest job whose accounts are free and run it through the shared dispatch step
-  (:mod:`worker.dispatch`), then acknowledge its verdict;
+  the oldest job whose accounts are free (with up to TRANSFER_BATCH - 1 more that may
+  share its statement, :mod:`worker.dispatch.batching`) and run it through the shared
+  dispatch step (:mod:`worker.dispatch`), then acknowledge each verdict;
 - the **heartbeat** extends the visibility of any message still held at half its
   visibility timeout and writes the health file (liveness, and readiness);
 - the **prober** (:mod:`worker.engine.availability`) asks a database found unreachable,
@@ -42,7 +43,7 @@ from typing import Any
 
 import structlog
 
-from worker.dispatch import Action, Dispatcher, Job, Message, Metrics, Verdict
+from worker.dispatch import Action, Batching, Dispatcher, Message, Metrics, Verdict
 from worker.engine import Availability
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
@@ -52,7 +53,8 @@ from worker.transport.sqs import BATCH, Acknowledger, DeadLetters, dead_letter
 log = structlog.get_logger(__name__)
 
 PREFETCH = 2
-"""Messages held per executor: one running, one ready to start."""
+"""Batches held per executor: one running, one ready to start (a batch is one
+message unless TRANSFER_BATCH allows more)."""
 
 
 @dataclass(eq=False)
@@ -74,6 +76,7 @@ class ConsumerConfig:
     redelivery: RedeliverySchedule
     drain_timeout_s: float
     health_file: Path | None = None
+    batch_size: int = 1
 
     @classmethod
     def from_settings(
@@ -93,6 +96,7 @@ class ConsumerConfig:
             redelivery=RedeliverySchedule.from_settings(settings),
             drain_timeout_s=settings.drain_timeout_s,
             health_file=health_file,
+            batch_size=Batching.from_settings(settings).size,
         )
 
 
@@ -121,7 +125,7 @@ class Consumer:
         self._held_lock = threading.Lock()
         self._room = threading.Condition()
         self._stopping = threading.Event()
-        self._capacity = config.concurrency * PREFETCH
+        self._capacity = config.concurrency * config.batch_size * PREFETCH
         self._threads: list[threading.Thread] = []
         self._pollers: list[threading.Thread] = []
         self._last_poll = time.monotonic()
@@ -269,17 +273,19 @@ class Consumer:
 
     def _execute(self) -> None:
         while True:
-            slot = self._dispatcher.take(timeout=0.2)
-            if slot is None:
+            slots = self._dispatcher.take_batch(timeout=0.2)
+            if not slots:
                 if self._stopping.is_set():
                     return
                 continue
-            job: Job = slot.job
             if self.holding_back:
-                # Taken just as the database went away: hand it back untouched.
-                self._settle(job.message, self._dispatcher.hand_back(slot))
+                # Taken just as the database went away: hand them back untouched.
+                for slot in slots:
+                    self._settle(slot.job.message, self._dispatcher.hand_back(slot))
                 continue
-            self._settle(job.message, self._dispatcher.run(slot))
+            verdicts = self._dispatcher.run_all(slots)
+            for slot, verdict in zip(slots, verdicts, strict=True):
+                self._settle(slot.job.message, verdict)
 
     def _settle(self, message: Message, verdict: Verdict) -> None:
         """Acknowledge according to the verdict, then let go of the message; never raises."""

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from worker import shutdown
 from worker.db import create_pool, purge_broken
-from worker.dispatch import Dispatcher, Metrics
+from worker.dispatch import Batching, Dispatcher, Metrics
 from worker.engine import Availability, RetryPolicy, TransferEngine
 from worker.redelivery import RedeliverySchedule
 from worker.settings import Settings
@@ -48,11 +48,14 @@ class Service:
     dead_letters: DeadLetters | None
     availability: Availability
 
-    def dispatcher(self) -> Dispatcher:
+    def dispatcher(self, *, batched: bool = False) -> Dispatcher:
         """A dispatch step on this service's engine and metrics (one per consumer or
-        per Lambda batch: it owns its scheduler and FIFO state)."""
+        per Lambda batch: it owns its scheduler and FIFO state). ``batched``: with the
+        configured TRANSFER_BATCH (the consumer); otherwise one transfer at a time (the
+        Lambda: its batch of at most 10 is already split over its connections)."""
         schedule = RedeliverySchedule.from_settings(self.settings)
-        return Dispatcher(self.engine, self.metrics, schedule)
+        batching = Batching.from_settings(self.settings) if batched else None
+        return Dispatcher(self.engine, self.metrics, schedule, batching)
 
     def consumer(
         self,
@@ -77,7 +80,7 @@ class Service:
         return Consumer(
             config,
             self.client,
-            self.dispatcher(),
+            self.dispatcher(batched=True),
             self.dead_letters,
             availability=self.availability,
             metrics=self.metrics,
