@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import contention, footprint, machine, pgbench, pipeline, report, scale
-from bench.engine import ACCOUNTS, EngineRun, run_engine
+from bench.engine import ACCOUNTS, EngineRun, run_engine, run_engine_processes
 from bench.proxy import ProxyProcess
 from bench.round_trips import run_round_trips
 from bench.server import PGBENCH_DB, BenchServer, proxied
@@ -38,6 +38,8 @@ LATENCY_CONCURRENCIES = (1, 4)
 BATCH = Settings().transfer_batch
 """The batched runs use the default TRANSFER_BATCH: what a worker does out of the box."""
 BATCH_SWEEP = (1, 2, 4, 8, 16, 32)
+PROCESSES = 4
+"""The concurrency also measured as that many single-threaded processes."""
 """Batch sizes tried once each at 4 clients: the evidence for that default."""
 
 
@@ -202,6 +204,7 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
     pgbench.run_pgbench(program, endpoint, 1, duration_s=max(plan.warmup_s, 1))
     engine_runs: dict[int, list[EngineRun]] = {c: [] for c in CONCURRENCIES}
     batched_runs: dict[int, list[EngineRun]] = {c: [] for c in CONCURRENCIES}
+    process_runs: dict[int, list[EngineRun]] = {1: [], BATCH: []}
     pgbench_runs: dict[int, list[pgbench.PgbenchRun]] = {c: [] for c in CONCURRENCIES}
     data_dir = server.pg.data_dir
 
@@ -218,6 +221,15 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
                     batch=batch,
                 )
             )
+        if c == PROCESSES:
+            # The same clients as processes (WORKER_PROCESSES): one GIL each, as pgbench
+            # gives each client a thread of C.
+            for size, sized in process_runs.items():
+                run = run_engine_processes(
+                    server.settings(), c, duration_s=plan.engine_s, warmup_s=plan.warmup_s,
+                    batch=size, seed=seed,
+                )  # fmt: skip
+                sized.append(run)
 
     def pgbench_once(c: int) -> None:
         pgbench_runs[c].append(
@@ -272,6 +284,17 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
                 [r.latency_avg_ms or float("nan") for r in pgbench_runs[c]]
             ),
         }
+    pgbench_at = report.median([r.tps for r in pgbench_runs[PROCESSES]])
+    processes = {
+        str(batch): {
+            "tps": report.median([r.tps for r in runs]),
+            "ratio": report.ratio(report.median([r.tps for r in runs]), pgbench_at),
+            "client_cpu_us": report.median([r.client_cpu_us for r in runs]),
+            "retries": sum(r.retries for r in runs),
+            "runs_tps": [r.tps for r in runs],
+        }
+        for batch, runs in process_runs.items()
+    }
     sweep = []
     for batch in BATCH_SWEEP:
         run = run_engine(
@@ -284,6 +307,8 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
         "accounts": ACCOUNTS,
         "batch": BATCH,
         "batch_sweep": sweep,
+        "processes": PROCESSES,
+        "by_batch_in_processes": processes,
         "pgbench_scale": scale,
         "pgbench_command": "pgbench -b tpcb-like -M prepared -c C -j C -T T",
         "duration_s": plan.engine_s,

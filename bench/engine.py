@@ -9,6 +9,7 @@ statements' planning are not in the figure.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import statistics
 import threading
@@ -84,7 +85,7 @@ def run_engine(
             mine = done[index]
             transfers = plan_transfers(ENDLESS, accounts, random.Random(seed * 1000 + index))
             try:
-                for requests in _disjoint(transfers, batch):
+                for requests in disjoint(transfers, batch):
                     if stop.is_set():
                         return
                     started = time.perf_counter()
@@ -139,7 +140,7 @@ def run_engine(
     )
 
 
-def _disjoint(transfers: Iterable[TransferRequest], size: int) -> Iterator[list[TransferRequest]]:
+def disjoint(transfers: Iterable[TransferRequest], size: int) -> Iterator[list[TransferRequest]]:
     """``transfers`` in groups of ``size`` on pairwise disjoint accounts (a transfer that
     shares an account with its group starts the next one), as the dispatcher forms them."""
     group: list[TransferRequest] = []
@@ -153,3 +154,52 @@ def _disjoint(transfers: Iterable[TransferRequest], size: int) -> Iterator[list[
         held |= keys
     if group:
         yield group
+
+
+def run_engine_processes(
+    settings: Settings,
+    processes: int,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    batch: int = 1,
+    seed: int = 0,
+) -> EngineRun:
+    """:func:`run_engine` at concurrency 1 in ``processes`` processes at once, summed:
+    what WORKER_PROCESSES gives a worker (one interpreter, one GIL, per client), the
+    way pgbench ``-j`` gives each client its own thread of C. Server CPU is not split
+    per process, so it is not reported."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    children = [
+        context.Process(
+            target=_engine_child,
+            args=(settings, (duration_s, warmup_s, batch, seed * 1000 + i), results),
+        )
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    runs: list[EngineRun] = [results.get(timeout=120 + duration_s) for _ in children]
+    for child in children:
+        child.join(30)
+    committed = sum(run.committed for run in runs)
+    return EngineRun(
+        concurrency=processes,
+        duration_s=statistics.mean(run.duration_s for run in runs),
+        committed=committed,
+        tps=sum(run.tps for run in runs),
+        p50_ms=statistics.median(run.p50_ms for run in runs),
+        p99_ms=max(run.p99_ms for run in runs),
+        retries=sum(run.retries for run in runs),
+        client_cpu_us=sum(run.client_cpu_us * run.committed for run in runs) / max(committed, 1),
+        server_cpu_us=None,
+    )
+
+
+def _engine_child(settings: Settings, run: tuple[float, float, int, int], results: Any) -> None:
+    duration_s, warmup_s, batch, seed = run
+    # Every child starts its window after its own warm-up; the start-up of a spawned
+    # interpreter (~0.3 s) is well inside the warm-up, so the windows overlap.
+    results.put(run_engine(settings, 1, duration_s=duration_s, warmup_s=warmup_s, batch=batch,
+                           seed=seed))  # fmt: skip

@@ -1,9 +1,9 @@
 """``python -m bench.profile engine|worker``: the profiles behind the README's "why".
 
 - ``engine``: the transfer engine at concurrency 4 on 100,000 accounts (the
-  engine-vs-pgbench case), sampled by py-spy with ``--gil`` (only the thread holding
-  the GIL, i.e. where the process's one usable core goes), summarized as inclusive
-  shares of the engine's key frames.
+  engine-vs-pgbench case), sampled by py-spy with ``--gil --native`` (only the thread
+  holding the GIL, i.e. where the process's one usable core goes, with C frames),
+  summarized as inclusive shares of the engine's key frames and of libc's socket calls.
 - ``worker``: ``python -m worker run`` during an end-to-end run through moto, sampled
   with ``--idle`` so waiting shows: per thread role (executor, poller, acknowledger),
   the share of its samples in each state.
@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -29,24 +30,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.engine import ACCOUNTS, run_engine
+from bench.engine import ACCOUNTS, disjoint, run_engine
 from bench.server import BenchServer
 
 ENGINE_FRAMES = (
     "TransferEngine.apply",
-    "_transfer",
+    "TransferEngine._run",
+    "single",
+    "params",
+    "_recorded",
+    "outcome",
     "Connection.execute",
     "Cursor.execute",
     "BaseCursor._convert_query",
     "BaseCursor._maybe_prepare_gen",
-    "BasePipeline._communicate_gen",
-    "Pipeline.sync",
-    "Pipeline.__exit__",
+    "Cursor.fetchone",
     "Connection.wait",
     "ConnectionPool.connection",
-    "_decide",
     "plan_transfers",
 )
+"""The engine's frames (and psycopg's under them) whose inclusive share is reported."""
+NATIVE_FRAMES = ("send", "__libc_send", "__send", "sendto", "poll", "__poll", "recv", "__libc_recv")
+"""libc's socket calls, as ``--native`` names them: the per-statement flush cost."""
 WORKER_ROLES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     # role: (the frame that marks its threads, ((state, frame inside it), ...))
     "executor": (
@@ -106,7 +111,7 @@ def engine_profile(workdir: Path, seconds: float = 8.0) -> dict[str, Any]:
 
         def start_spy() -> None:
             time.sleep(1.5)
-            spy.append(record(os.getpid(), seconds, raw, "--gil"))
+            spy.append(record(os.getpid(), seconds, raw, "--gil", "--native"))
 
         threading.Thread(target=start_spy, daemon=True).start()
         run = run_engine(server.settings(), 4, duration_s=seconds + 2, warmup_s=1.0)
@@ -120,8 +125,14 @@ def engine_profile(workdir: Path, seconds: float = 8.0) -> dict[str, Any]:
     leaves: Counter[str] = Counter()
     for names, n in samples:
         leaves[names[-1]] += n
+    native = {
+        frame: round(100 * sum(n for names, n in samples if frame in names) / total, 1)
+        for frame in NATIVE_FRAMES
+        if any(frame in names for names, _ in samples)
+    }
     return {
         "tps": run.tps,
+        "native_inclusive_pct_of_gil_time": native,
         "client_cpu_us": run.client_cpu_us,
         "gil_samples": total,
         "inclusive_pct_of_gil_time": shares,
@@ -176,6 +187,69 @@ def worker_profile(workdir: Path, seconds: float = 10.0, messages: int = 2500) -
     }
 
 
+SYSCALLS = ("sendto", "recvfrom", "poll", "ppoll", "epoll_wait", "select", "pselect6")
+"""What a libpq client does per round trip: send, wait, receive."""
+
+
+def syscall_profile(transfers: int = 400) -> dict[str, Any]:
+    """System calls per committed transfer, counted by ``strace -c`` on this thread
+    while it applies ``transfers`` uncontended transfers one after another: for each
+    way of sending a transfer, and for batches of the default TRANSFER_BATCH."""
+    from producer.load import plan_transfers
+    from worker.db import create_pool
+    from worker.engine import TransferEngine
+    from worker.settings import Settings, Statements
+
+    strace = shutil.which("strace")
+    if not strace:
+        raise SystemExit("strace not found (apt-get install strace)")
+    batch = Settings().transfer_batch
+    out: dict[str, Any] = {"transfers": transfers, "batch": batch, "per_transfer": {}}
+    with BenchServer() as server, tempfile.TemporaryDirectory() as tmp:
+        server.reset(ACCOUNTS, server_balance())
+        for label, statements, size in (
+            ("single", Statements.SINGLE, 1),
+            ("pipelined", Statements.PIPELINED, 1),
+            (f"single, batches of {batch}", Statements.SINGLE, batch),
+        ):
+            with create_pool(server.settings(), min_size=1, max_size=1) as pool:
+                pool.wait()
+                engine = TransferEngine(pool, statements=statements)
+                work = list(plan_transfers(transfers + 20, ACCOUNTS, random.Random(1)))
+                for request in work[:20]:
+                    engine.apply(request)  # warm: plans, the connection
+                counts = Path(tmp) / f"{size}-{statements.value}.txt"
+                tracer = subprocess.Popen(  # noqa: S603 - strace with fixed arguments
+                    [strace, "-c", "-q", "-o", str(counts), "-p", str(threading.get_native_id())],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(1.0)  # attached
+                rest = work[20:]
+                if size == 1:
+                    for request in rest:
+                        engine.apply(request)
+                else:
+                    for group in disjoint(rest, size):
+                        engine.apply_batch([(r, None) for r in group])
+                tracer.send_signal(2)
+                tracer.wait(30)
+            calls = _strace_counts(counts)
+            out["per_transfer"][label] = {
+                name: round(calls.get(name, 0) / len(rest), 2) for name in SYSCALLS if name in calls
+            }
+    return out
+
+
+def _strace_counts(path: Path) -> dict[str, int]:
+    """``strace -c`` output: calls per syscall name."""
+    counts = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[-1].isidentifier() and parts[3].isdigit():
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
 def server_balance() -> Any:
     """The bench's opening balance (1,000,000 per account)."""
     from bench.contention import BALANCE
@@ -186,7 +260,7 @@ def server_balance() -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Profile what was asked and print the JSON summary."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("what", choices=("engine", "worker"))
+    parser.add_argument("what", choices=("engine", "worker", "syscalls"))
     parser.add_argument("--dir", type=Path, default=None, help="where raw samples go")
     args = parser.parse_args(argv)
     import structlog
@@ -194,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="bench-profile-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    summary = engine_profile(workdir) if args.what == "engine" else worker_profile(workdir)
+    profiles = {"engine": engine_profile, "worker": worker_profile}
+    summary = syscall_profile() if args.what == "syscalls" else profiles[args.what](workdir)
     print(json.dumps(summary, indent=2))
     return 0
 

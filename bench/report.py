@@ -71,6 +71,11 @@ def _engine_targets(results: dict[str, Any]) -> list[Target]:
         if "batched_tps" in row:
             name = f"engine batched ({engine['batch']}) vs pgbench tpcb-like, c=4"
             targets.append(_ratio_target(name, row["batched_tps"], row["pgbench_tps"], 1.5))
+        for batch, run in engine.get("by_batch_in_processes", {}).items():
+            kind = "single" if batch == "1" else f"batched ({batch})"
+            name = f"engine {kind}, {engine['processes']} processes, vs pgbench, c=4"
+            targets.append(_ratio_target(name, run["tps"], row["pgbench_tps"],
+                                         1.0 if batch == "1" else 1.5))  # fmt: skip
     latency = results.get("engine_vs_pgbench_latency", {})
     row = latency.get("by_concurrency", {}).get("4")
     if row:
@@ -216,6 +221,12 @@ def _engine_section(results: dict[str, Any]) -> list[str]:
                 f"{row['batched_ratio']:>5.2f}  retries {row['batched_retries']:<5}  "
                 f"CPU us/tx client {row['batched_client_cpu_us']:.0f}, "
                 f"server {row['batched_server_cpu_us']:.0f}"
+            )
+        for batch, run in engine.get("by_batch_in_processes", {}).items():
+            lines.append(
+                f"  as {engine['processes']} processes x 1 thread, batch {batch}: "
+                f"{run['tps']:,.0f} tps = {run['ratio']:.2f}x pgbench, client CPU "
+                f"{run['client_cpu_us']:.0f} us/tx, retries {run['retries']}"
             )
         lines.append(
             "  batch size at 4 clients: "
