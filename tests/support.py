@@ -88,3 +88,24 @@ def queue_total(local_sqs: LocalSqs, url: str) -> int:
 def drain(local_sqs: LocalSqs, url: str) -> list[dict[str, Any]]:
     """Every message now visible on the queue (left hidden for its visibility timeout)."""
     return [dict(m) for m in receive_all(local_sqs.client(), url)]
+
+
+def balances(settings: Settings) -> dict[int, Decimal]:
+    """Every account's balance, by id."""
+    with connect(settings) as conn:
+        return dict(conn.execute("SELECT id, balance FROM accounts").fetchall())  # type: ignore[arg-type]
+
+
+def poison_payer(settings: Settings, payer: int) -> None:
+    """Make the database raise an unexpected error (XX000, from a trigger) for every
+    result row of transfers from ``payer``: a poison message, the same on every try."""
+    with connect(settings, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.payer_id = {int(payer)} THEN"
+            " RAISE EXCEPTION 'poison' USING ERRCODE = 'XX000'; END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON transfer_results"
+            " FOR EACH ROW EXECUTE FUNCTION poison()"
+        )

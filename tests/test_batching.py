@@ -20,7 +20,17 @@ from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import DsqlFaults
 from sandbox.sqs import LocalSqs, Queues
-from tests.support import body, policy, queue_total, result_count, running_worker, send, wait_for
+from tests.support import (
+    balances,
+    body,
+    poison_payer,
+    policy,
+    queue_total,
+    result_count,
+    running_worker,
+    send,
+    wait_for,
+)
 from worker.contract import AMOUNT_LIMIT, TransferRequest, encode_body
 from worker.db import connect
 from worker.dispatch import Action, Batching, Dispatcher, Message, Metrics, Verdict
@@ -40,11 +50,6 @@ def request(
         transfer_id=transfer_id or uuid.uuid4(), payer_id=payer, payee_id=payee,
         amount=Decimal(amount),
     )  # fmt: skip
-
-
-def balances(settings: Settings) -> dict[int, Decimal]:
-    with connect(settings) as conn:
-        return dict(conn.execute("SELECT id, balance FROM accounts").fetchall())  # type: ignore[arg-type]
 
 
 def audit_clean(settings: Settings) -> int:
@@ -173,16 +178,7 @@ def test_a_poison_transfer_in_a_batch_fails_alone(funded: Settings, engine: Tran
     fails the batch statement; its neighbours then commit on their own and only it
     comes back as an error, for redelivery. The server did not refuse the statement,
     so batching stays on."""
-    with connect(funded) as conn:
-        conn.execute(
-            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.payer_id = 7 THEN RAISE EXCEPTION 'poison' USING ERRCODE = 'XX000';"
-            " END IF; RETURN NEW; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON transfer_results"
-            " FOR EACH ROW EXECUTE FUNCTION poison()"
-        )
+    poison_payer(funded, 7)
     batched = engine.apply_batch(
         [(request(1, 2, "1"), None), (request(7, 8, "1"), None), (request(3, 4, "1"), None)]
     )

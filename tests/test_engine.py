@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from producer.accounts import reset_accounts
 from producer.audit import run_audit
 from sandbox.dsql_faults import DsqlFaults
-from tests.support import policy
+from tests.support import balances, policy
 from worker.contract import TransferRequest
 from worker.db import connect, create_pool
 from worker.engine import TransferEngine
@@ -40,11 +40,6 @@ def request(
         payee_id=payee,
         amount=Decimal(amount),
     )
-
-
-def balances(settings: Settings) -> dict[int, Decimal]:
-    with connect(settings) as conn:
-        return dict(conn.execute("SELECT id, balance FROM accounts").fetchall())  # type: ignore[arg-type]
 
 
 def stored(settings: Settings, transfer_id: uuid.UUID) -> list[tuple[Any, ...]]:

@@ -28,7 +28,7 @@ from sandbox.lambda_esm import EventSourceMapping
 from sandbox.postgres import EmbeddedPostgres
 from sandbox.processes import WorkerFleet, child_environment
 from sandbox.sqs import LocalSqs, Queues
-from tests.support import body, queue_total, running_worker, send, wait_for
+from tests.support import body, poison_payer, queue_total, running_worker, send, wait_for
 from worker.contract import encode_body
 from worker.db import connect
 from worker.ops.migrate import migrate
@@ -195,16 +195,7 @@ def test_a_poison_message_still_reaches_the_dlq_through_the_redrive_policy(
         }
     )
     reset_accounts(settings, 10, Decimal(100))
-    with connect(settings, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.payer_id = 7 THEN RAISE EXCEPTION 'poison' USING ERRCODE = 'XX000';"
-            " END IF; RETURN NEW; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON transfer_results"
-            " FOR EACH ROW EXECUTE FUNCTION poison()"
-        )
+    poison_payer(settings, 7)
     poison = encode_body(7, 8, Decimal(1), uuid.uuid4())
     good = [encode_body(1, 2, Decimal(1), uuid.uuid4()) for _ in range(5)]
     client = local_sqs.client()
