@@ -253,15 +253,8 @@ def engine_vs_pgbench(server: BenchServer, plan: Plan) -> dict[str, Any]:
             )
     by_concurrency = {}
     for c in CONCURRENCIES:
-        engine_tps = report.median([r.tps for r in engine_runs[c]])
-        pgbench_tps = report.median([r.tps for r in pgbench_runs[c]])
-        batched_tps = report.median([r.tps for r in batched_runs[c]])
         by_concurrency[str(c)] = {
-            "engine_tps": engine_tps,
-            "pgbench_tps": pgbench_tps,
-            "ratio": report.ratio(engine_tps, pgbench_tps),
-            "batched_tps": batched_tps,
-            "batched_ratio": report.ratio(batched_tps, pgbench_tps),
+            **_medians(engine_runs[c], batched_runs[c], pgbench_runs[c]),
             "batched_retries": sum(r.retries for r in batched_runs[c]),
             "batched_client_cpu_us": report.median([r.client_cpu_us for r in batched_runs[c]]),
             "batched_server_cpu_us": report.median(
@@ -359,15 +352,8 @@ def engine_vs_pgbench_latency(server: BenchServer, plan: Plan) -> dict[str, Any]
                 )
     by_concurrency = {}
     for c in LATENCY_CONCURRENCIES:
-        engine_tps = report.median([r.tps for r in engine_runs[c]])
-        pgbench_tps = report.median([r.tps for r in pgbench_runs[c]])
-        batched_tps = report.median([r.tps for r in batched_runs[c]])
         by_concurrency[str(c)] = {
-            "engine_tps": engine_tps,
-            "pgbench_tps": pgbench_tps,
-            "ratio": report.ratio(engine_tps, pgbench_tps),
-            "batched_tps": batched_tps,
-            "batched_ratio": report.ratio(batched_tps, pgbench_tps),
+            **_medians(engine_runs[c], batched_runs[c], pgbench_runs[c]),
             "engine_p50_ms": report.median([r.p50_ms for r in engine_runs[c]]),
             "pgbench_latency_avg_ms": report.median(
                 [r.latency_avg_ms or float("nan") for r in pgbench_runs[c]]
@@ -516,6 +502,22 @@ def step(name: str, action: Callable[[], T]) -> T:
 
 def say(text: str) -> None:
     print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+def _medians(
+    engine: list[EngineRun], batched: list[EngineRun], pgbench_runs: list[pgbench.PgbenchRun]
+) -> dict[str, float]:
+    """The median tps of each side of one pair, and the engine's ratios to pgbench."""
+    engine_tps = report.median([r.tps for r in engine])
+    batched_tps = report.median([r.tps for r in batched])
+    pgbench_tps = report.median([r.tps for r in pgbench_runs])
+    return {
+        "engine_tps": engine_tps,
+        "pgbench_tps": pgbench_tps,
+        "ratio": report.ratio(engine_tps, pgbench_tps),
+        "batched_tps": batched_tps,
+        "batched_ratio": report.ratio(batched_tps, pgbench_tps),
+    }
 
 
 def _median_dict(rows: list[dict[str, float]]) -> dict[str, float]:
