@@ -9,6 +9,7 @@ statements' planning are not in the figure.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import random
 import statistics
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from bench.cpu import own_cpu_s, postgres_cpu_s
 from producer.load import plan_transfers
@@ -199,6 +202,7 @@ def run_engine_processes(
 
 def _engine_child(settings: Settings, run: tuple[float, float, int, int], results: Any) -> None:
     duration_s, warmup_s, batch, seed = run
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     # Every child starts its window after its own warm-up; the start-up of a spawned
     # interpreter (~0.3 s) is well inside the warm-up, so the windows overlap.
     results.put(run_engine(settings, 1, duration_s=duration_s, warmup_s=warmup_s, batch=batch,

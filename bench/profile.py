@@ -104,6 +104,7 @@ def stacks(raw: Path) -> list[tuple[list[str], int]]:
 def engine_profile(workdir: Path, seconds: float = 8.0) -> dict[str, Any]:
     """py-spy --gil of this process while the engine runs at concurrency 4."""
     raw = workdir / "engine-c4.gil.txt"
+    py_spy()  # fail here, not in the thread that starts it
     with BenchServer() as server:
         server.reset(ACCOUNTS, server_balance())
         run_engine(server.settings(), 4, duration_s=1.0, warmup_s=0.5)
