@@ -8,8 +8,9 @@
   with ``--idle`` so waiting shows: per thread role (executor, poller, acknowledger),
   the share of its samples in each state.
 
-Needs py-spy (installed in the dev virtualenv) and, for ptrace, root or
-``kernel.yama.ptrace_scope=0``. Writes the raw samples next to the JSON summary.
+Needs py-spy (`pip install py-spy`: not a dev dependency) and, for ptrace, root or
+``kernel.yama.ptrace_scope=0``; ``syscalls`` needs strace. Writes the raw samples next
+to the JSON summary.
 """
 
 from __future__ import annotations
