@@ -49,14 +49,15 @@ class Expected:
     duplicate: bool = False
 
 
+def request(payer: int, payee: int, amount: Decimal | str) -> TransferRequest:
+    """A fresh transfer request."""
+    return TransferRequest(
+        transfer_id=uuid.uuid4(), payer_id=payer, payee_id=payee, amount=Decimal(amount)
+    )
+
+
 def workload(rng: random.Random, transfers: int) -> list[Expected]:
     """Contended transfers, each kind of rejection, duplicates, a conflicting duplicate."""
-
-    def request(payer: int, payee: int, amount: Decimal | str) -> TransferRequest:
-        return TransferRequest(
-            transfer_id=uuid.uuid4(), payer_id=payer, payee_id=payee, amount=Decimal(amount)
-        )
-
     work: list[Expected] = []
     for i in range(transfers):
         # Crossing pairs on three hot accounts: A->B next to B->A.
@@ -178,19 +179,11 @@ def batch_step(pool: Any) -> Step:
     turns batching off by itself."""
     engine = TransferEngine(pool)
 
-    def expected(
-        payer: int, payee: int, amount: Decimal, status: Status, reason: Reason | None = None
-    ) -> Expected:
-        request = TransferRequest(
-            transfer_id=uuid.uuid4(), payer_id=payer, payee_id=payee, amount=amount
-        )
-        return Expected(request, status, reason)
-
     work = [
-        expected(4, 5, Decimal(1), Status.COMMITTED),
-        expected(6, 7, Decimal(1), Status.COMMITTED),
-        expected(8, 9, BALANCE * 10, Status.REJECTED, Reason.INSUFFICIENT_FUNDS),
-        expected(10, MISSING, Decimal(1), Status.REJECTED, Reason.PAYEE_NOT_FOUND),
+        Expected(request(4, 5, "1"), Status.COMMITTED),
+        Expected(request(6, 7, "1"), Status.COMMITTED),
+        Expected(request(8, 9, BALANCE * 10), Status.REJECTED, Reason.INSUFFICIENT_FUNDS),
+        Expected(request(10, MISSING, "1"), Status.REJECTED, Reason.PAYEE_NOT_FOUND),
     ]
     batched = engine.apply_batch([(e.request, None) for e in work])
     if batched.fell_back:

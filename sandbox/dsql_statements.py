@@ -284,10 +284,15 @@ class Bench:
     faults: DsqlFaults
 
 
+def _outcome(result: TransferResult) -> str:
+    """``status (reason)``, as the transcripts show an outcome."""
+    return result.status.value + (f" ({result.reason.value})" if result.reason else "")
+
+
 def _apply(request: TransferRequest) -> Callable[[Bench], str]:
     def run(bench: Bench) -> str:
         result = bench.engine.apply(request)
-        outcome = result.status.value + (f" ({result.reason.value})" if result.reason else "")
+        outcome = _outcome(result)
         extras = [f"attempts={result.attempts}"] + (["duplicate"] if result.duplicate else [])
         return f"{outcome}, {', '.join(extras)}"
 
@@ -344,9 +349,7 @@ def _batch(bench: Bench) -> str:
     items = [_request(3, 4, "1"), _request(5, 6, "1000"), _request(7, 99, "1"), FIRST]
     batched = bench.engine.apply_batch([(item, None) for item in items])
     outcomes = [
-        o.status.value
-        + (f" ({o.reason.value})" if o.reason else "")
-        + (", duplicate" if o.duplicate else "")
+        _outcome(o) + (", duplicate" if o.duplicate else "")
         if isinstance(o, TransferResult)
         else type(o).__name__
         for o in batched.outcomes

@@ -210,7 +210,9 @@ class Dispatcher:
 
     def _applied(self, job: Job, result: TransferResult, *, batch: int) -> Verdict:
         """An outcome is recorded: the one ``transfer`` log line, metrics, ACK."""
-        if result.attempts > 1:
+        if batch == 1 and result.attempts > 1:
+            # A lone transfer that retried conflicted (a batch's own failure is marked
+            # once, by its fault: after one, every transfer counts it as attempt 1).
             self._hot.mark((job.request.payer_id, job.request.payee_id))
         log.info(
             "transfer",

@@ -154,10 +154,11 @@ class TransferEngine:
         prepared = [(request, rejection_reason(request), sent) for request, sent in items]
         if self._attempt is pipelined:
             # The documented-SQL variant sends no WITH clause that writes: no batches.
-            return Batched(self._one_by_one(items, [None] * len(items), tried=0))
+            return Batched(self._one_by_one(items, [None] * len(items), tried=0, fault=None))
         if self._availability is not None and self._availability.down:
             # Each alone fails fast without an attempt, as a single would.
-            return Batched(self._one_by_one(items, [None] * len(items), tried=0), True)
+            unapplied = [None] * len(items)
+            return Batched(self._one_by_one(items, unapplied, tried=0, fault=None), True)
         fault: Fault | None = None
         try:
             with self._pool.connection(timeout=self._policy.budget_s) as conn:
@@ -177,9 +178,10 @@ class TransferEngine:
             # Feature not supported, or the statement does not parse or type-check: the
             # server refuses the statement, not these transfers, and tried none of them.
             refused = fault is None and str(getattr(exc, "sqlstate", ""))[:2] in ("0A", "42")
-            outcomes = self._one_by_one(items, [None] * len(items), tried=0 if refused else 1)
+            tried = 0 if refused else 1
+            outcomes = self._one_by_one(items, [None] * len(items), tried=tried, fault=fault)
             return Batched(outcomes, True, fault, refused)
-        return Batched(self._one_by_one(items, answers, tried=1))
+        return Batched(self._one_by_one(items, answers, tried=1, fault=None))
 
     def _one_by_one(
         self,
@@ -187,6 +189,7 @@ class TransferEngine:
         answers: Sequence[TransferResult | None],
         *,
         tried: int,
+        fault: Fault | None,
     ) -> list[TransferResult | Exception]:
         """The batch's answers, each missing one applied alone after ``tried`` attempts.
         Never raises: one transfer's error is its own outcome, not its neighbours'."""
@@ -195,8 +198,11 @@ class TransferEngine:
             if answer is not None:
                 outcomes.append(answer)
             elif tried >= self._policy.max_attempts:
+                exhausted = (
+                    DatabaseUnavailable if fault is Fault.CONNECTION else ConflictRetriesExhausted
+                )
                 outcomes.append(
-                    ConflictRetriesExhausted(
+                    exhausted(
                         f"transfer {request.transfer_id} not applied: its batch failed and "
                         f"MAX_ATTEMPTS is {self._policy.max_attempts}",
                         attempts=tried,
